@@ -1,0 +1,300 @@
+"""The allocation protocol of the tenant step (DESIGN §4), as plain data in and out.
+
+Per reconcile of a tenant XR:
+
+1. Sticky: a claim the XR controls and holds *is* the allocation. Nothing moves it.
+2. Claim first: otherwise look up the pool's accepting shards, then the claims of a few
+   candidate shards, and pick the first free port of the lowest shard with room, starting
+   at an offset hashed from the XR's UID. Only the claim is emitted this time.
+3. Use: the next reconcile observes the claim as held (rule 1) and builds the data path.
+4. Lost race: a claim another XR got first never shows up as observed; we just claim again
+   from a fresher view.
+5. Pool full / no shards: nothing new is emitted.
+6. Partial view: while a lookup is unresolved the decision is PENDING and the caller keeps
+   everything the XR already has.
+
+Lookups are Crossplane required resources. Requirements are a pure function of what was
+resolved so far, so Crossplane's requirement loop converges: gateways → (all gateways) →
+claims of the first window of candidates → claims of the next window → stable.
+"""
+
+import enum
+from dataclasses import dataclass, field
+
+from function import claims as claimlib
+from function import labels
+from function.names import digest
+from function.shards import Shard, ShardError, from_gateway
+
+GATEWAY_API = "gateway.networking.k8s.io/v1"
+WINDOW = 3  # candidate shards whose claims are read per requirement round
+MAX_WINDOWS = 2  # keeps the loop within Crossplane's limit of calls per step
+
+ACCEPTING_GATEWAYS = "tcp-gateways-accepting"
+ALL_GATEWAYS = "tcp-gateways"
+
+
+def shard_gateway_requirement(index: int) -> str:
+    return f"tcp-gateway-shard-{index}"
+
+
+def claims_requirement(index: int) -> str:
+    return f"tcp-claims-shard-{index}"
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A Crossplane required-resources selector (by labels)."""
+
+    name: str
+    api_version: str
+    kind: str
+    match_labels: dict[str, str]
+    namespace: str | None = None
+
+
+@dataclass(frozen=True)
+class Pool:
+    """What the protocol needs to know about the pool from the step's input."""
+
+    name: str
+    namespace: str
+    wrapped: bool
+    static_shards: list[Shard] | None = None
+
+    def labels(self, **extra: str) -> dict[str, str]:
+        return {labels.POOL: self.name, **extra}
+
+    def gateways(self, name: str, **extra: str) -> Requirement:
+        return Requirement(name, GATEWAY_API, "Gateway", self.labels(**extra), self.namespace)
+
+    def claims(self, index: int) -> Requirement:
+        match = self.labels(**{labels.SHARD: str(index)})
+        name = claims_requirement(index)
+        if self.wrapped:
+            return Requirement(name, claimlib.OBJECT_API, "Object", match)
+        return Requirement(name, claimlib.LEASE_API, "Lease", match, self.namespace)
+
+
+class Phase(enum.StrEnum):
+    STICKY = "Sticky"
+    CLAIM = "Claim"
+    POOL_FULL = "PoolFull"
+    NO_SHARDS = "NoShards"
+    PENDING = "Pending"
+
+
+@dataclass(frozen=True)
+class Allocation:
+    shard: int
+    port: int
+    gateway: str
+    hostname: str | None
+    claim_name: str
+
+
+@dataclass
+class Decision:
+    phase: Phase
+    allocation: Allocation | None = None
+    shard: Shard | None = None  # the allocation's shard as last seen, if seen
+    requirements: list[Requirement] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def start_offset(identity: str, size: int) -> int:
+    """Where in a shard's range an XR starts looking: spreads concurrent new tenants."""
+    return int(digest(identity, 12), 16) % size
+
+
+def free_port(shard: Shard, shard_claims: list[claimlib.Claim], taken: set[int], identity: str):
+    """The first free port at or after the XR's offset, or None when the shard is full."""
+    holders = {c.port for c in shard_claims}
+    if len(holders) >= shard.tenant_slots:
+        return None
+    ports = shard.ports()
+    start = start_offset(identity, len(ports))
+    blocked = taken | shard.own_ports
+    for step in range(len(ports)):
+        port = ports[(start + step) % len(ports)]
+        if port not in blocked:
+            return port
+    return None
+
+
+def decide(pool: Pool, identity: str, held: claimlib.Claim | None, lookups: dict) -> Decision:
+    """Run the protocol for one XR. `lookups` maps requirement name -> list of objects;
+    a missing name means Crossplane has not resolved that requirement yet."""
+    if held is not None:
+        return _sticky(pool, held, lookups)
+    return _claim_first(pool, identity, lookups)
+
+
+def _sticky(pool: Pool, held: claimlib.Claim, lookups: dict) -> Decision:
+    decision = Decision(Phase.STICKY)
+    shard = None
+    if pool.static_shards is not None:
+        shard = next((s for s in pool.static_shards if s.gateway == held.gateway), None)
+    elif held.shard is not None:
+        requirement = pool.gateways(
+            shard_gateway_requirement(held.shard), **{labels.SHARD: str(held.shard)}
+        )
+        decision.requirements.append(requirement)
+        found = _shards(pool, lookups.get(requirement.name), decision.warnings)
+        shard = next((s for s in found or [] if s.gateway == held.gateway), None)
+        if shard is None and found:
+            shard = found[0]
+    decision.shard = shard
+    decision.allocation = Allocation(
+        shard=held.shard if held.shard is not None else (shard.index if shard else 0),
+        port=held.port,
+        gateway=held.gateway or (shard.gateway if shard else ""),
+        hostname=(shard.hostname if shard and shard.hostname else held.hostname),
+        claim_name=held.name,
+    )
+    return decision
+
+
+def _claim_first(pool: Pool, identity: str, lookups: dict) -> Decision:
+    decision = Decision(Phase.PENDING)
+    shards = _pool_shards(pool, lookups, decision)
+    if shards is None:
+        return decision
+    if not shards:
+        decision.phase = Phase.NO_SHARDS
+        return decision
+
+    # Shards the pool step marked as having room come first, lowest index first; the hint
+    # only orders the search, the claims decide.
+    ordered = sorted(shards, key=lambda s: (not s.hinted_free, s.index))
+    for window in range(MAX_WINDOWS):
+        candidates = ordered[window * WINDOW : (window + 1) * WINDOW]
+        if not candidates:
+            break
+        views = [_claims_view(pool, shard, shards, lookups, decision) for shard in candidates]
+        if any(view is None for view in views):
+            return decision
+        for shard, (own, taken) in zip(candidates, views, strict=True):
+            port = free_port(shard, own, taken, identity)
+            if port is not None:
+                decision.phase = Phase.CLAIM
+                decision.shard = shard
+                decision.allocation = Allocation(
+                    shard=shard.index,
+                    port=port,
+                    gateway=shard.gateway,
+                    hostname=shard.hostname,
+                    claim_name=claimlib.claim_name(pool.name, port),
+                )
+                return decision
+    decision.phase = Phase.POOL_FULL
+    return decision
+
+
+def _pool_shards(pool: Pool, lookups: dict, decision: Decision) -> list[Shard] | None:
+    """The shards to consider: static ones, accepting ones, or (none labelled) all."""
+    if pool.static_shards is not None:
+        return pool.static_shards
+    accepting = pool.gateways(ACCEPTING_GATEWAYS, **{labels.ACCEPTING: "true"})
+    decision.requirements.append(accepting)
+    shards = _shards(pool, lookups.get(accepting.name), decision.warnings)
+    if shards is None or shards:
+        return shards
+    # No shard says it accepts: hand-made shards without the label, or all full.
+    everything = pool.gateways(ALL_GATEWAYS)
+    decision.requirements.append(everything)
+    shards = _shards(pool, lookups.get(everything.name), decision.warnings)
+    if shards is None:
+        return None
+    return [s for s in shards if s.accepting is not False]
+
+
+def _shards(pool: Pool, objects: list[dict] | None, warnings: list[str]) -> list[Shard] | None:
+    if objects is None:
+        return None
+    shards: dict[int, Shard] = {}
+    for obj in objects:
+        metadata = _metadata(obj)
+        name = f"Gateway {metadata.get('namespace', '?')}/{metadata.get('name', '?')}"
+        if metadata is _NO_METADATA or obj.get("kind") != "Gateway":
+            warnings.append(f"skipped a {_kind(obj)} returned by the Gateway lookup")
+            continue
+        # Crossplane v1.x label lookups span all namespaces.
+        if metadata.get("namespace") != pool.namespace:
+            continue
+        try:
+            shard = from_gateway(obj)
+        except ShardError as err:
+            warnings.append(f"skipped shard {name}: {err}")
+            continue
+        if shard.index in shards:
+            other = shards[shard.index].gateway
+            warnings.append(f"skipped shard {name}: shard index {shard.index} is also {other}")
+            continue
+        shards[shard.index] = shard
+    return sorted(shards.values(), key=lambda s: s.index)
+
+
+_NO_METADATA: dict = {}
+
+
+def _metadata(obj: object) -> dict:
+    if not isinstance(obj, dict):
+        return _NO_METADATA
+    metadata = obj.get("metadata")
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _kind(obj: object) -> str:
+    return str(obj.get("kind", "object")) if isinstance(obj, dict) else type(obj).__name__
+
+
+def _claims_view(pool: Pool, shard: Shard, shards: list[Shard], lookups: dict, decision):
+    """(claims on this shard, ports taken in its range by any claim), or None if unresolved.
+
+    Shards may share a port range (static shards, AppCat's single global range): a port is
+    then unique per pool through the claim's name, so the claims of every overlapping
+    shard are read too.
+    """
+    overlapping = [
+        s
+        for s in shards
+        if s.index == shard.index
+        or (s.port_start <= shard.port_end and shard.port_start <= s.port_end)
+    ]
+    taken: set[int] = set()
+    own: list[claimlib.Claim] = []
+    resolved = True
+    for other in overlapping:
+        requirement = pool.claims(other.index)
+        if requirement not in decision.requirements:
+            decision.requirements.append(requirement)
+        found = _claims(pool, lookups.get(requirement.name), decision.warnings)
+        if found is None:
+            resolved = False
+            continue
+        for claim in found:
+            if claim.shard == other.index and shard.port_start <= claim.port <= shard.port_end:
+                taken.add(claim.port)
+            if other.index == shard.index and claim.shard == shard.index:
+                own.append(claim)
+    return (own, taken) if resolved else None
+
+
+def _claims(pool: Pool, objects: list[dict] | None, warnings: list[str]):
+    if objects is None:
+        return None
+    found = []
+    for obj in objects:
+        if not isinstance(obj, dict) or obj.get("kind") not in ("Lease", "Object"):
+            warnings.append(f"skipped a {_kind(obj)} returned by the claim lookup")
+            continue
+        if obj.get("kind") == "Lease" and _metadata(obj).get("namespace") != pool.namespace:
+            continue
+        claim = claimlib.parse(obj)
+        if claim is None:
+            name = _metadata(obj).get("name", "?")
+            warnings.append(f"skipped claim {name}: no port in label {labels.PORT} or name")
+            continue
+        found.append(claim)
+    return found

@@ -1,0 +1,37 @@
+"""The claim: a coordination.k8s.io Lease whose name locks one port of a pool."""
+
+from function import labels
+from function.builders import metadata
+from function.claims import LEASE_API
+from function.names import label_value
+
+
+def claim(
+    *,
+    name: str,
+    namespace: str,
+    pool: str,
+    shard: int,
+    port: int,
+    gateway: str,
+    hostname: str | None,
+    owner: str,
+    holder: str,
+) -> dict:
+    claim_labels = {
+        labels.POOL: pool,
+        labels.SHARD: str(shard),
+        labels.PORT: str(port),
+        labels.OWNER: label_value(owner),
+    }
+    annotations = {labels.GATEWAY: gateway, labels.OWNER_UID: holder}
+    if hostname:
+        annotations[labels.HOSTNAME] = hostname
+    return {
+        "apiVersion": LEASE_API,
+        "kind": "Lease",
+        "metadata": metadata(name, namespace, claim_labels, annotations),
+        # The holder is the XR's UID: a claim that survives its XR's name being reused by a
+        # new XR is not mistaken for the new XR's.
+        "spec": {"holderIdentity": holder},
+    }

@@ -1,0 +1,31 @@
+"""provider-kubernetes Object: how Crossplane v1.x composes namespaced objects.
+
+The Object carries the wrapped object's name and labels, so the Object's cluster-wide name is
+the lock for the object inside it (the provider does not check who owns what it wraps).
+"""
+
+from function.claims import OBJECT_API
+
+
+def wrap(manifest: dict, *, provider_config: str) -> dict:
+    inner_meta = manifest["metadata"]
+    meta: dict = {"name": inner_meta["name"]}
+    if inner_meta.get("labels"):
+        meta["labels"] = dict(inner_meta["labels"])
+    if inner_meta.get("annotations"):
+        meta["annotations"] = dict(inner_meta["annotations"])
+    return {
+        "apiVersion": OBJECT_API,
+        "kind": "Object",
+        "metadata": meta,
+        "spec": {
+            "forProvider": {"manifest": manifest},
+            "providerConfigRef": {"name": provider_config},
+        },
+    }
+
+
+def unwrap(obj: dict) -> dict | None:
+    """What the provider last saw in the cluster for this Object, status included."""
+    manifest = ((obj.get("status") or {}).get("atProvider") or {}).get("manifest")
+    return manifest if isinstance(manifest, dict) else None

@@ -1,0 +1,78 @@
+"""Claims: the Lease (or provider-kubernetes Object wrapping it) that locks one port of a pool.
+
+The claim's *name* carries pool and port, so the API server's rule "one name, one controller"
+is the lock: two XRs that pick the same port cannot both own the claim.
+"""
+
+import re
+from dataclasses import dataclass
+
+from function import labels
+from function.names import fit
+
+LEASE_API = "coordination.k8s.io/v1"
+OBJECT_API = "kubernetes.crossplane.io/v1alpha2"
+_PORT_SUFFIX = re.compile(r"-(\d{1,5})$")
+
+
+def claim_name(pool: str, port: int) -> str:
+    return fit(f"tcp-{pool}-{port}")
+
+
+@dataclass(frozen=True)
+class Claim:
+    name: str
+    port: int
+    shard: int | None
+    holder: str | None
+    gateway: str | None = None
+    hostname: str | None = None
+
+
+def _whole(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float) and value == int(value):
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def inner_manifest(obj: dict) -> dict:
+    """The wrapped object of a provider-kubernetes Object as it was desired."""
+    manifest = ((obj.get("spec") or {}).get("forProvider") or {}).get("manifest")
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def parse(obj: dict) -> Claim | None:
+    """Read a claim from a Lease or an Object wrapping one; None if it names no port."""
+    if not isinstance(obj, dict):
+        return None
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    lease = inner_manifest(obj) if obj.get("kind") == "Object" else obj
+    if lease.get("kind") != "Lease":
+        return None
+    lease_meta = lease.get("metadata") if isinstance(lease.get("metadata"), dict) else {}
+    meta_labels = {**(lease_meta.get("labels") or {}), **(metadata.get("labels") or {})}
+    annotations = {**(lease_meta.get("annotations") or {}), **(metadata.get("annotations") or {})}
+    name = str(metadata.get("name") or "")
+
+    port = _whole(meta_labels.get(labels.PORT))
+    if port is None:
+        # A claim with a damaged port label still locks the port its name carries.
+        match = _PORT_SUFFIX.search(name)
+        port = int(match.group(1)) if match else None
+    if port is None or not 1 <= port <= 65535:
+        return None
+    holder = (lease.get("spec") or {}).get("holderIdentity")
+    hostname = annotations.get(labels.HOSTNAME)
+    gateway = annotations.get(labels.GATEWAY)
+    return Claim(
+        name=name,
+        port=port,
+        shard=_whole(meta_labels.get(labels.SHARD)),
+        holder=holder if isinstance(holder, str) else None,
+        gateway=gateway if isinstance(gateway, str) else None,
+        hostname=hostname if isinstance(hostname, str) else None,
+    )

@@ -1,0 +1,77 @@
+"""Dotted field paths (`spec.parameters.size`) and `{field.path}` templates over objects."""
+
+import re
+from typing import Any
+
+_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+_MISSING = object()
+
+
+class MissingField(LookupError):
+    """A field path that names nothing in the object."""
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.path = path
+
+
+def split(path: str) -> list[str]:
+    parts = path.split(".")
+    if not path or any(p == "" for p in parts):
+        raise ValueError(f"{path!r} is not a dotted field path")
+    return parts
+
+
+def get(obj: Any, path: str, default: Any = _MISSING) -> Any:
+    """Return the value at `path`; raise MissingField (or return `default`) when absent."""
+    current = obj
+    for part in split(path):
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and part.isdigit() and int(part) < len(current):
+            current = current[int(part)]
+        else:
+            if default is _MISSING:
+                raise MissingField(path)
+            return default
+    return current
+
+
+def set_value(obj: dict, path: str, value: Any) -> None:
+    """Set `path` to `value`, creating the objects on the way."""
+    parts = split(path)
+    current = obj
+    for part in parts[:-1]:
+        child = current.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            current[part] = child
+        current = child
+    current[parts[-1]] = value
+
+
+def placeholders(template: str) -> list[str]:
+    return _PLACEHOLDER.findall(template)
+
+
+def render(template: str, *sources: dict) -> str:
+    """Replace each `{field.path}` with its value from the first source that has it."""
+
+    def lookup(match: re.Match) -> str:
+        path = match.group(1).strip()
+        for source in sources:
+            value = get(source, path, None)
+            if value is not None and not isinstance(value, dict | list):
+                return _scalar(value)
+        raise MissingField(path)
+
+    return _PLACEHOLDER.sub(lookup, template)
+
+
+def _scalar(value: Any) -> str:
+    # Struct numbers arrive as floats: 3.0 must render as "3".
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

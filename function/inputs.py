@@ -1,0 +1,233 @@
+"""The step's input, as composition authors write it in a Composition pipeline.
+
+The CRDs in package/input/ are generated from these models (`python -m function.crd`).
+"""
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from function import fieldpath
+from function.names import is_dns_label, is_dns_subdomain
+
+API_VERSION = "tcp.fn.servala.io/v1alpha1"
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+PORT_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """Parse `start-end` (inclusive); raise ValueError naming what is wrong."""
+    match = PORT_RANGE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a port range 'start-end'")
+    start, end = int(match.group(1)), int(match.group(2))
+    if not 1 <= start <= end <= 65535:
+        raise ValueError(f"{text!r} must satisfy 1 <= start <= end <= 65535")
+    return start, end
+
+
+class _Model(BaseModel):
+    # Unknown fields are typos: reject them so the author learns at once.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _dns_label(value: str, what: str) -> str:
+    if not is_dns_label(value):
+        raise ValueError(f"{what} {value!r} must be a DNS-1123 label (a-z, 0-9, '-', <= 63)")
+    return value
+
+
+class Backend(_Model):
+    """The tenant's Service that the route sends traffic to."""
+
+    namespace: str = Field(
+        description="Namespace of the Service: a literal, or a template with {field.path} "
+        "placeholders over the observed XR, e.g. vshn-postgresql-{metadata.name}."
+    )
+    service: str = Field(description="Name of the Service in that namespace.")
+    port: Port = Field(description="Service port the route targets.")
+    podSelector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels of the backend pods, for the NetworkPolicy (empty: all pods).",
+    )
+    podPort: Port | None = Field(
+        default=None,
+        description="Pod port the NetworkPolicy opens (default: the Service port).",
+    )
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str) -> str:
+        return _dns_label(value, "service")
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("namespace must not be empty")
+        if not fieldpath.placeholders(value):
+            _dns_label(value, "namespace")
+        return value
+
+
+class StaticGateway(_Model):
+    """A shard given in the input instead of looked up (AppCat's static gateway list)."""
+
+    name: str = Field(description="Gateway name in gatewayNamespace.")
+    hostname: str | None = Field(default=None, description="DNS name tenants connect to.")
+    ports: str = Field(description="Port range of this shard, 'start-end' inclusive.")
+    capacity: int = Field(ge=2, description="Listeners this Gateway may carry, including its own.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not is_dns_subdomain(value):
+            raise ValueError(f"name {value!r} must be a DNS-1123 subdomain")
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, value: str) -> str:
+        parse_port_range(value)
+        return value
+
+    @property
+    def port_range(self) -> tuple[int, int]:
+        return parse_port_range(self.ports)
+
+
+class ConnectionDetailKeys(_Model):
+    """Connection detail keys to publish; an omitted key is not published."""
+
+    host: str | None = Field(default=None, description="Key for the shard hostname.")
+    port: str | None = Field(default=None, description="Key for the external port.")
+
+    @field_validator("host", "port")
+    @classmethod
+    def _key(cls, value: str | None) -> str | None:
+        if value is not None and not SECRET_KEY.match(value):
+            raise ValueError(f"{value!r} is not a valid Secret key ([-._a-zA-Z0-9]+)")
+        return value
+
+
+class DataPlane(_Model):
+    """Where the Gateway's proxy pods run, for the NetworkPolicy's ingress rule."""
+
+    namespace: str | None = Field(
+        default=None,
+        description="Namespace of the proxy pods (default: gatewayNamespace). Envoy Gateway "
+        "runs them in its own namespace (envoy-gateway-system) unless configured otherwise.",
+    )
+    podSelector: dict[str, str] = Field(
+        default_factory=dict, description="Labels of the proxy pods (empty: any pod)."
+    )
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str | None) -> str | None:
+        return value if value is None else _dns_label(value, "namespace")
+
+
+class Wrap(_Model):
+    """Wrap every object in a provider-kubernetes Object (required on Crossplane v1.x)."""
+
+    providerConfigName: str = Field(
+        default="default", description="provider-kubernetes ProviderConfig to use."
+    )
+    providerConfigFromLabel: str | None = Field(
+        default=None,
+        description="An XR label whose value, when set, overrides providerConfigName.",
+    )
+
+
+class TCPAccess(_Model):
+    """Give the XR one sticky external TCP port on a shard of a Gateway pool."""
+
+    apiVersion: Literal["tcp.fn.servala.io/v1alpha1"] = API_VERSION
+    kind: Literal["TCPAccess"] = "TCPAccess"
+    pool: str = Field(description="Pool name: value of label tcp.fn.servala.io/pool.")
+    gatewayNamespace: str = Field(description="Namespace of the shard Gateways and claims.")
+    gatewayAPI: Literal["v1.4", "v1.5", "v1.6"] = Field(
+        default="v1.6",
+        description="Gateway API release: v1.4 (XListenerSet, TCPRoute v1alpha2), "
+        "v1.5 (ListenerSet v1, TCPRoute v1alpha2), v1.6 (ListenerSet v1, TCPRoute v1).",
+    )
+    placement: Literal["Backend", "Gateway"] = Field(
+        default="Backend",
+        description="Backend: ListenerSet and TCPRoute in the backend namespace. Gateway: in "
+        "gatewayNamespace, with a ReferenceGrant in the backend namespace.",
+    )
+    enabled: bool = Field(default=True, description="Turn the step off for every XR.")
+    enabledFromFieldPath: str | None = Field(
+        default=None,
+        description="An XR field that turns the step on: equal to enabledValue, or truthy.",
+    )
+    enabledValue: str | None = Field(
+        default=None, description="The value of enabledFromFieldPath that turns the step on."
+    )
+    listenerName: str = Field(default="tcp", description="Name of the tenant's listener.")
+    backend: Backend
+    gateways: list[StaticGateway] | None = Field(
+        default=None,
+        description="Static shards, indexed from 1 in list order; when set, no Gateway lookup.",
+    )
+    connectionDetails: ConnectionDetailKeys = Field(default_factory=ConnectionDetailKeys)
+    statusPath: str = Field(
+        default="status.tcpAccess", description="Where in the XR the allocation is published."
+    )
+    dataPlane: DataPlane = Field(default_factory=DataPlane)
+    wrap: Wrap | None = Field(
+        default=None,
+        description="Wrap objects in provider-kubernetes Objects; required on Crossplane v1.x.",
+    )
+
+    @field_validator("pool")
+    @classmethod
+    def _pool(cls, value: str) -> str:
+        return _dns_label(value, "pool")
+
+    @field_validator("gatewayNamespace")
+    @classmethod
+    def _gateway_namespace(cls, value: str) -> str:
+        return _dns_label(value, "gatewayNamespace")
+
+    @field_validator("listenerName")
+    @classmethod
+    def _listener_name(cls, value: str) -> str:
+        return _dns_label(value, "listenerName")
+
+    @field_validator("statusPath")
+    @classmethod
+    def _status_path(cls, value: str) -> str:
+        parts = fieldpath.split(value)
+        if parts[0] != "status" or len(parts) < 2:
+            raise ValueError(f"{value!r} must be a path below status, e.g. status.tcpAccess")
+        return value
+
+    @field_validator("enabledFromFieldPath")
+    @classmethod
+    def _enabled_path(cls, value: str | None) -> str | None:
+        if value is not None:
+            fieldpath.split(value)
+        return value
+
+    @model_validator(mode="after")
+    def _unique_gateways(self) -> "TCPAccess":
+        if self.gateways is not None:
+            if not self.gateways:
+                raise ValueError("gateways: list is empty; omit it to look Gateways up")
+            names = [g.name for g in self.gateways]
+            if len(set(names)) != len(names):
+                raise ValueError("gateways: names must be unique")
+        return self
+
+    @property
+    def data_plane_namespace(self) -> str:
+        return self.dataPlane.namespace or self.gatewayNamespace
+
+    @property
+    def pod_port(self) -> int:
+        return self.backend.podPort or self.backend.port

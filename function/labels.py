@@ -1,0 +1,21 @@
+"""Labels and annotations that make up the pool's shared state in Kubernetes.
+
+Shard Gateways and claims are found by these labels; nothing else is stored anywhere.
+"""
+
+PREFIX = "tcp.fn.servala.io"
+
+POOL = f"{PREFIX}/pool"
+SHARD = f"{PREFIX}/shard"
+ACCEPTING = f"{PREFIX}/accepting"
+PORT = f"{PREFIX}/port"
+OWNER = f"{PREFIX}/owner"
+
+HOSTNAME = f"{PREFIX}/hostname"
+PORTS = f"{PREFIX}/ports"
+CAPACITY = f"{PREFIX}/capacity"
+USED = f"{PREFIX}/used"
+GATEWAY = f"{PREFIX}/gateway"
+OWNER_UID = f"{PREFIX}/owner-uid"
+
+NAMESPACE_NAME = "kubernetes.io/metadata.name"

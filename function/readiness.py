@@ -1,0 +1,60 @@
+"""Readiness of composed objects, read from what the cluster reports (DESIGN §5)."""
+
+from function.builders.object import unwrap
+
+
+def live(observed: dict | None, wrapped: bool) -> dict | None:
+    """The object as it is in the cluster: a wrapped one through its Object's status."""
+    if not isinstance(observed, dict):
+        return None
+    if wrapped and observed.get("kind") == "Object":
+        return unwrap(observed)
+    return observed
+
+
+def _status(obj: dict | None) -> dict:
+    status = obj.get("status") if isinstance(obj, dict) else None
+    return status if isinstance(status, dict) else {}
+
+
+def conditions(holder: dict) -> dict[str, str]:
+    """type -> status of a `conditions` list (of an object's status, a parent, a listener)."""
+    items = holder.get("conditions") if isinstance(holder, dict) else None
+    return {
+        c.get("type"): c.get("status")
+        for c in (items if isinstance(items, list) else [])
+        if isinstance(c, dict)
+    }
+
+
+def all_true(holder: dict, *kinds: str) -> bool:
+    found = conditions(holder)
+    return all(found.get(kind) == "True" for kind in kinds)
+
+
+def listener_set_ready(obj: dict | None) -> bool:
+    return all_true(_status(obj), "Accepted", "Programmed")
+
+
+def route_ready(obj: dict | None) -> bool:
+    parents = _status(obj).get("parents")
+    if not isinstance(parents, list) or not parents:
+        return False
+    return all(all_true(p, "Accepted", "ResolvedRefs") for p in parents)
+
+
+def listener_conditions(obj: dict | None, listener: str) -> dict[str, str]:
+    listeners = _status(obj).get("listeners")
+    for item in listeners if isinstance(listeners, list) else []:
+        if isinstance(item, dict) and item.get("name") == listener:
+            return conditions(item)
+    return {}
+
+
+def listener_port(obj: dict | None) -> int | None:
+    listeners = ((obj or {}).get("spec") or {}).get("listeners") or []
+    if isinstance(listeners, list) and listeners and isinstance(listeners[0], dict):
+        port = listeners[0].get("port")
+        if isinstance(port, int | float) and not isinstance(port, bool) and port == int(port):
+            return int(port)
+    return None

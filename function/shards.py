@@ -1,0 +1,134 @@
+"""Shards: Gateways of a pool, read from labels and annotations, or given statically."""
+
+from dataclasses import dataclass
+
+from function import labels
+from function.inputs import StaticGateway, parse_port_range
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    gateway: str
+    namespace: str
+    hostname: str | None
+    port_start: int
+    port_end: int
+    capacity: int  # listeners behind the Gateway's IP, its own included
+    own_ports: frozenset[int]  # ports of the Gateway's own spec.listeners
+    used_hint: int | None = None
+    accepting: bool | None = None
+    address: str | None = None
+
+    @property
+    def own_listeners(self) -> int:
+        # A Gateway needs at least one listener of its own; unknown ones still take a slot.
+        return max(1, len(self.own_ports))
+
+    @property
+    def tenant_slots(self) -> int:
+        return max(0, self.capacity - self.own_listeners)
+
+    @property
+    def hinted_free(self) -> bool:
+        return self.used_hint is None or self.used_hint < self.tenant_slots
+
+    def ports(self) -> range:
+        return range(self.port_start, self.port_end + 1)
+
+
+class ShardError(ValueError):
+    """A Gateway that cannot be used as a shard; the message names the field."""
+
+
+def _int(value: object, field: str) -> int:
+    try:
+        number = float(value) if isinstance(value, int | float) else int(str(value).strip())
+    except (TypeError, ValueError):
+        raise ShardError(f"{field} {value!r} is not a whole number") from None
+    if number != int(number):
+        raise ShardError(f"{field} {value!r} is not a whole number")
+    return int(number)
+
+
+def from_gateway(gateway: dict) -> Shard:
+    """Read one shard from a Gateway object; raise ShardError naming the bad field."""
+    metadata = gateway.get("metadata") or {}
+    meta_labels = metadata.get("labels") or {}
+    annotations = metadata.get("annotations") or {}
+    if not isinstance(meta_labels, dict) or not isinstance(annotations, dict):
+        raise ShardError("metadata.labels/annotations must be maps")
+
+    index = _int(meta_labels.get(labels.SHARD), f"label {labels.SHARD}")
+    if index < 1:
+        raise ShardError(f"label {labels.SHARD} must be >= 1, got {index}")
+    ports_text = annotations.get(labels.PORTS)
+    if not isinstance(ports_text, str):
+        raise ShardError(f"annotation {labels.PORTS} is missing")
+    try:
+        start, end = parse_port_range(ports_text)
+    except ValueError as err:
+        raise ShardError(f"annotation {labels.PORTS}: {err}") from None
+    capacity = _int(annotations.get(labels.CAPACITY), f"annotation {labels.CAPACITY}")
+    if capacity < 1:
+        raise ShardError(f"annotation {labels.CAPACITY} must be >= 1, got {capacity}")
+    used = annotations.get(labels.USED)
+    try:
+        used_hint = None if used is None else _int(used, f"annotation {labels.USED}")
+    except ShardError:
+        used_hint = None  # only a hint: a bad one means "unknown", never "full"
+    accepting = meta_labels.get(labels.ACCEPTING)
+    hostname = annotations.get(labels.HOSTNAME)
+
+    return Shard(
+        index=index,
+        gateway=str(metadata.get("name", "")),
+        namespace=str(metadata.get("namespace", "")),
+        hostname=hostname if isinstance(hostname, str) and hostname else None,
+        port_start=start,
+        port_end=end,
+        capacity=capacity,
+        own_ports=frozenset(_own_ports(gateway)),
+        used_hint=used_hint,
+        accepting=None if accepting is None else accepting == "true",
+        address=first_address(gateway),
+    )
+
+
+def _own_ports(gateway: dict) -> list[int]:
+    listeners = (gateway.get("spec") or {}).get("listeners") or []
+    ports = []
+    for listener in listeners if isinstance(listeners, list) else []:
+        port = listener.get("port") if isinstance(listener, dict) else None
+        if isinstance(port, int | float) and port == int(port):
+            ports.append(int(port))
+    return ports
+
+
+def first_address(gateway: dict) -> str | None:
+    addresses = (gateway.get("status") or {}).get("addresses") or []
+    for address in addresses if isinstance(addresses, list) else []:
+        value = address.get("value") if isinstance(address, dict) else None
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def from_static(gateways: list[StaticGateway], namespace: str) -> list[Shard]:
+    """Static shards are indexed from 1 in list order."""
+    shards = []
+    for position, gateway in enumerate(gateways, start=1):
+        start, end = gateway.port_range
+        shards.append(
+            Shard(
+                index=position,
+                gateway=gateway.name,
+                namespace=namespace,
+                hostname=gateway.hostname,
+                port_start=start,
+                port_end=end,
+                capacity=gateway.capacity,
+                own_ports=frozenset(),
+            )
+        )
+    return shards

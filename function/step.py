@@ -1,0 +1,58 @@
+"""The plain-data view of one function call that the core works on (no protobuf here)."""
+
+from dataclasses import dataclass, field
+
+from function.allocation import Requirement
+
+FATAL = "Fatal"
+WARNING = "Warning"
+NORMAL = "Normal"
+
+
+@dataclass
+class StepRequest:
+    xr: dict  # the observed composite resource
+    desired_xr: dict = field(default_factory=dict)  # the composite as earlier steps left it
+    observed: dict[str, dict] = field(default_factory=dict)  # composed resources by key
+    lookups: dict[str, list[dict]] = field(default_factory=dict)  # resolved requirements only
+    connection: dict[str, bytes] = field(default_factory=dict)  # observed XR connection details
+
+
+@dataclass
+class Desired:
+    resource: dict
+    ready: bool | None = None
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str  # "True" | "False" | "Unknown"
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Result:
+    severity: str  # FATAL | WARNING | NORMAL
+    message: str
+    reason: str | None = None
+
+
+@dataclass
+class StepResult:
+    resources: dict[str, Desired] = field(default_factory=dict)
+    status_path: str | None = None
+    status: dict | None = None
+    connection: dict[str, bytes] = field(default_factory=dict)
+    conditions: list[Condition] = field(default_factory=list)
+    results: list[Result] = field(default_factory=list)
+    requirements: list[Requirement] = field(default_factory=list)
+
+    @property
+    def fatal(self) -> bool:
+        return any(r.severity == FATAL for r in self.results)
+
+
+def fatal(message: str) -> StepResult:
+    return StepResult(results=[Result(FATAL, message)])

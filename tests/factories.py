@@ -1,0 +1,75 @@
+"""Small builders for the objects tests feed the function: shard Gateways and claims."""
+
+from function import labels
+from function.builders.lease import claim as build_claim
+from function.builders.object import wrap
+
+NS = "tcp-gateways"
+
+
+def gateway(
+    index: int,
+    *,
+    pool: str = "postgresql",
+    ports: str | None = None,
+    capacity: int = 10,
+    used: int | None = None,
+    accepting: bool | None = True,
+    hostname: str | None = "auto",
+    own_port: int | None = None,
+    name: str | None = None,
+    namespace: str = NS,
+    address: str | None = None,
+) -> dict:
+    """A shard Gateway as the pool step (or a person) makes it: slice `index` of 10000+."""
+    start = 10000 + (index - 1) * capacity
+    ports = ports or f"{start}-{start + capacity - 1}"
+    own = own_port if own_port is not None else int(ports.split("-")[1])
+    meta_labels = {labels.POOL: pool, labels.SHARD: str(index)}
+    if accepting is not None:
+        meta_labels[labels.ACCEPTING] = "true" if accepting else "false"
+    annotations = {labels.PORTS: ports, labels.CAPACITY: str(capacity)}
+    if hostname:
+        annotations[labels.HOSTNAME] = f"db{index}.example.ch" if hostname == "auto" else hostname
+    if used is not None:
+        annotations[labels.USED] = str(used)
+    obj = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {
+            "name": name or f"{pool}-{index}",
+            "namespace": namespace,
+            "labels": meta_labels,
+            "annotations": annotations,
+        },
+        "spec": {
+            "gatewayClassName": "envoy-gateway",
+            "listeners": [{"name": "shard", "port": own, "protocol": "TCP"}],
+        },
+    }
+    if address:
+        obj["status"] = {"addresses": [{"type": "IPAddress", "value": address}]}
+    return obj
+
+
+def claim(
+    port: int,
+    shard: int = 1,
+    *,
+    holder: str = "someone-else",
+    pool: str = "postgresql",
+    owner: str = "other",
+    wrapped: bool = False,
+) -> dict:
+    lease = build_claim(
+        name=f"tcp-{pool}-{port}",
+        namespace=NS,
+        pool=pool,
+        shard=shard,
+        port=port,
+        gateway=f"{pool}-{shard}",
+        hostname=f"db{shard}.example.ch",
+        owner=owner,
+        holder=holder,
+    )
+    return wrap(lease, provider_config="kubernetes") if wrapped else lease

@@ -1,0 +1,223 @@
+"""The allocation protocol (DESIGN §4), rule by rule, on plain data."""
+
+from function import allocation, claims, labels, shards
+from function.allocation import Phase, Pool
+from function.inputs import StaticGateway
+from tests.factories import NS, claim, gateway
+
+POOL = Pool(name="postgresql", namespace=NS, wrapped=False)
+
+
+def resolve(decision, available: dict) -> dict:
+    """Play Crossplane's requirement loop: resolve what the decision asked for."""
+    return {r.name: available.get(r.name, []) for r in decision.requirements}
+
+
+def run_loop(pool, identity, held, available, max_calls=6):
+    """Call `decide` until the requirements repeat, as Crossplane does; return the last."""
+    lookups: dict = {}
+    previous = None
+    for call in range(1, max_calls + 1):
+        decision = allocation.decide(pool, identity, held, lookups)
+        if decision.requirements == previous:
+            return decision, call
+        previous = decision.requirements
+        lookups = resolve(decision, available)
+    raise AssertionError("requirements did not stabilise within Crossplane's limit")
+
+
+def test_sticky_held_claim_is_the_allocation_and_reads_only_its_shard():
+    held = claims.parse(claim(10004, shard=2, holder="uid-a"))
+    available = {"tcp-gateway-shard-2": [gateway(2, address="192.0.2.2")]}
+    decision, calls = run_loop(POOL, "uid-a", held, available)
+    assert decision.phase is Phase.STICKY
+    assert (decision.allocation.shard, decision.allocation.port) == (2, 10004)
+    assert decision.shard.address == "192.0.2.2"
+    assert [r.name for r in decision.requirements] == ["tcp-gateway-shard-2"]
+    assert decision.requirements[0].match_labels == {labels.POOL: "postgresql", labels.SHARD: "2"}
+    assert calls == 2
+
+
+def test_sticky_survives_a_vanished_shard_gateway():
+    held = claims.parse(claim(10004, shard=2, holder="uid-a"))
+    decision, _ = run_loop(POOL, "uid-a", held, {})
+    assert decision.phase is Phase.STICKY
+    assert decision.allocation.port == 10004
+    assert decision.allocation.gateway == "postgresql-2"
+    assert decision.allocation.hostname == "db2.example.ch"
+
+
+def test_claim_first_picks_lowest_shard_with_room():
+    full = [claim(p, shard=1) for p in range(10000, 10009)]  # 9 tenant slots, all taken
+    available = {
+        "tcp-gateways-accepting": [gateway(1), gateway(2)],
+        "tcp-claims-shard-1": full,
+        "tcp-claims-shard-2": [],
+    }
+    decision, calls = run_loop(POOL, "uid-new", None, available)
+    assert decision.phase is Phase.CLAIM
+    assert decision.allocation.shard == 2
+    assert 10010 <= decision.allocation.port <= 10018  # 10019 is the Gateway's own listener
+    assert decision.allocation.claim_name == f"tcp-postgresql-{decision.allocation.port}"
+    assert calls == 3
+
+
+def test_claim_first_never_picks_a_claimed_port_or_the_gateways_own():
+    taken = [claim(p, shard=1) for p in (10000, 10001, 10002, 10004, 10005, 10006, 10007)]
+    available = {"tcp-gateways-accepting": [gateway(1)], "tcp-claims-shard-1": taken}
+    for identity in (f"uid-{i}" for i in range(50)):
+        decision, _ = run_loop(POOL, identity, None, available)
+        assert decision.allocation.port in (10003, 10008)
+
+
+def test_start_offset_spreads_concurrent_new_tenants():
+    available = {"tcp-gateways-accepting": [gateway(1, capacity=100)], "tcp-claims-shard-1": []}
+    ports = {run_loop(POOL, f"uid-{i}", None, available)[0].allocation.port for i in range(20)}
+    assert len(ports) >= 15  # a fixed start would give one port
+
+
+def test_hint_only_orders_the_search_and_claims_decide():
+    # Shard 1 says it is full, shard 2 has room: shard 2 is read first.
+    available = {
+        "tcp-gateways-accepting": [gateway(1, used=9), gateway(2, used=0)],
+        "tcp-claims-shard-1": [],
+        "tcp-claims-shard-2": [],
+    }
+    decision, _ = run_loop(POOL, "uid-x", None, available)
+    assert decision.allocation.shard == 2
+
+
+def test_reads_at_most_two_windows_of_claims_however_big_the_pool():
+    gateways = [gateway(i) for i in range(1, 41)]
+    full = {
+        f"tcp-claims-shard-{i}": [claim(10000 + (i - 1) * 10 + p, shard=i) for p in range(9)]
+        for i in range(1, 41)
+    }
+    available = {"tcp-gateways-accepting": gateways, **full}
+    decision, calls = run_loop(POOL, "uid-x", None, available)
+    claim_reads = [r for r in decision.requirements if r.kind == "Lease"]
+    assert len(claim_reads) == allocation.WINDOW * allocation.MAX_WINDOWS
+    assert decision.phase is Phase.POOL_FULL
+    assert calls <= 6
+
+
+def test_second_window_is_read_when_first_is_full():
+    gateways = [gateway(i) for i in range(1, 6)]
+    available = {"tcp-gateways-accepting": gateways}
+    for i in range(1, 4):
+        available[f"tcp-claims-shard-{i}"] = [
+            claim(10000 + (i - 1) * 10 + p, shard=i) for p in range(9)
+        ]
+    available["tcp-claims-shard-4"] = []
+    decision, calls = run_loop(POOL, "uid-x", None, available)
+    assert (decision.phase, decision.allocation.shard) == (Phase.CLAIM, 4)
+    assert calls == 4
+
+
+def test_pool_full():
+    available = {
+        "tcp-gateways-accepting": [gateway(1)],
+        "tcp-claims-shard-1": [claim(p) for p in range(10000, 10009)],
+    }
+    decision, _ = run_loop(POOL, "uid-x", None, available)
+    assert decision.phase is Phase.POOL_FULL
+    assert decision.allocation is None
+
+
+def test_capacity_counts_claims_not_just_ports():
+    # Capacity 5 in a 10-port slice: four tenants fill it although ports remain.
+    available = {
+        "tcp-gateways-accepting": [gateway(1, ports="10000-10009", capacity=5, own_port=10009)],
+        "tcp-claims-shard-1": [claim(p) for p in (10000, 10001, 10002, 10003)],
+    }
+    decision, _ = run_loop(POOL, "uid-x", None, available)
+    assert decision.phase is Phase.POOL_FULL
+
+
+def test_no_accepting_label_falls_back_to_all_gateways_of_the_pool():
+    handmade = gateway(1, accepting=None)
+    available = {
+        "tcp-gateways-accepting": [],
+        "tcp-gateways": [handmade, gateway(2, accepting=False)],
+        "tcp-claims-shard-1": [],
+    }
+    decision, _ = run_loop(POOL, "uid-x", None, available)
+    assert decision.phase is Phase.CLAIM
+    assert decision.allocation.shard == 1
+    names = [r.name for r in decision.requirements]
+    assert names == ["tcp-gateways-accepting", "tcp-gateways", "tcp-claims-shard-1"]
+
+
+def test_no_shards():
+    decision, _ = run_loop(POOL, "uid-x", None, {"tcp-gateways-accepting": []})
+    assert decision.phase is Phase.NO_SHARDS
+
+
+def test_partial_view_is_pending_not_full():
+    decision = allocation.decide(POOL, "uid-x", None, {})
+    assert decision.phase is Phase.PENDING
+    lookups = {"tcp-gateways-accepting": [gateway(1)]}  # claims not read yet
+    decision = allocation.decide(POOL, "uid-x", None, lookups)
+    assert decision.phase is Phase.PENDING
+
+
+def test_malformed_shard_is_skipped_with_a_warning_naming_the_annotation():
+    bad = gateway(1)
+    bad["metadata"]["annotations"][labels.PORTS] = "ten-to-twenty"
+    available = {"tcp-gateways-accepting": [bad, gateway(2)], "tcp-claims-shard-2": []}
+    decision, _ = run_loop(POOL, "uid-x", None, available)
+    assert decision.allocation.shard == 2
+    assert any(labels.PORTS in w and "postgresql-1" in w for w in decision.warnings)
+
+
+def test_gateways_of_other_namespaces_are_ignored():
+    # Crossplane v1.x label lookups span all namespaces.
+    elsewhere = gateway(1, namespace="somewhere-else")
+    available = {"tcp-gateways-accepting": [elsewhere], "tcp-gateways": [elsewhere]}
+    decision, _ = run_loop(POOL, "uid-x", None, available)
+    assert decision.phase is Phase.NO_SHARDS
+
+
+def test_wrapped_claims_are_objects_and_still_lock_their_port():
+    pool = Pool(name="postgresql", namespace=NS, wrapped=True)
+    taken = [claim(p, wrapped=True) for p in range(10000, 10008)]
+    available = {"tcp-gateways-accepting": [gateway(1)], "tcp-claims-shard-1": taken}
+    decision, _ = run_loop(pool, "uid-x", None, available)
+    assert decision.allocation.port == 10008
+    reads = [r for r in decision.requirements if r.name == "tcp-claims-shard-1"]
+    assert (reads[0].api_version, reads[0].kind, reads[0].namespace) == (
+        "kubernetes.crossplane.io/v1alpha2",
+        "Object",
+        None,
+    )
+
+
+def test_claim_with_damaged_port_label_still_locks_the_port_in_its_name():
+    damaged = claim(10000)
+    damaged["metadata"]["labels"][labels.PORT] = "not-a-port"
+    available = {
+        "tcp-gateways-accepting": [gateway(1, ports="10000-10001", capacity=3, own_port=9999)],
+        "tcp-claims-shard-1": [damaged],
+    }
+    decision, _ = run_loop(POOL, "uid-x", None, available)
+    assert decision.allocation.port == 10001
+
+
+def test_static_shards_sharing_one_range_never_pick_a_port_claimed_on_another_shard():
+    static = shards.from_static(
+        [
+            StaticGateway(name="db-1", ports="10000-10003", capacity=5),
+            StaticGateway(name="db-2", ports="10000-10003", capacity=5),
+        ],
+        NS,
+    )
+    pool = Pool(name="postgresql", namespace=NS, wrapped=False, static_shards=static)
+    available = {
+        "tcp-claims-shard-1": [claim(p, shard=1) for p in (10000, 10001, 10002, 10003)],
+        "tcp-claims-shard-2": [],
+    }
+    decision, _ = run_loop(pool, "uid-x", None, available)
+    assert decision.phase is Phase.POOL_FULL  # every port of the shared range is claimed
+    available["tcp-claims-shard-1"] = [claim(p, shard=1) for p in (10000, 10001)]
+    decision, _ = run_loop(pool, "uid-x", None, available)
+    assert decision.allocation.port in (10002, 10003)

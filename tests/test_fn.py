@@ -1,0 +1,105 @@
+"""The protobuf adapter: what Crossplane sees on the wire."""
+
+import asyncio
+
+import pytest
+from crossplane.function import resource
+from crossplane.function.proto.v1 import run_function_pb2 as fnv1
+
+from function import fn
+from tests.factories import NS, claim, gateway
+
+INPUT = {
+    "apiVersion": "tcp.fn.servala.io/v1alpha1",
+    "kind": "TCPAccess",
+    "pool": "postgresql",
+    "gatewayNamespace": NS,
+    "backend": {"namespace": "vshn-postgresql-{metadata.name}", "service": "pg", "port": 5432},
+}
+XR = {"apiVersion": "x.example.org/v1", "kind": "XDB", "metadata": {"name": "db", "uid": "u-db"}}
+
+
+def request(input_=INPUT, xr=XR, observed=None) -> fnv1.RunFunctionRequest:
+    req = fnv1.RunFunctionRequest(input=resource.dict_to_struct(input_))
+    req.observed.composite.resource.update(xr)
+    for key, obj in (observed or {}).items():
+        req.observed.resources[key].resource.update(obj)
+    return req
+
+
+def call(req):
+    return asyncio.run(fn.FunctionRunner().RunFunction(req, None))
+
+
+def fatal_messages(rsp):
+    return [r.message for r in rsp.results if r.severity == fnv1.Severity.SEVERITY_FATAL]
+
+
+def test_requirements_are_written_to_both_fields():
+    rsp = call(request())
+    assert set(rsp.requirements.resources) == {"tcp-gateways-accepting"}
+    assert rsp.requirements.resources == rsp.requirements.extra_resources
+    selector = rsp.requirements.resources["tcp-gateways-accepting"]
+    assert selector.namespace == NS
+    assert dict(selector.match_labels.labels)["tcp.fn.servala.io/accepting"] == "true"
+
+
+@pytest.mark.parametrize("field", ["extra_resources", "required_resources"])
+def test_lookups_are_read_from_either_field(field):
+    req = request()
+    getattr(req, field)["tcp-gateways-accepting"].items.add().resource.update(gateway(1))
+    getattr(req, field)["tcp-claims-shard-1"].SetInParent()  # resolved, nothing found
+    rsp = call(req)
+    [key] = rsp.desired.resources
+    assert key.startswith("tcp-claim-")
+    assert rsp.desired.resources[key].ready == fnv1.Ready.READY_FALSE
+
+
+def test_struct_floats_become_ints_in_what_we_emit():
+    observed = {"tcp-claim-10003": claim(10003, holder="u-db")}
+    req = request(observed=observed)
+    req.required_resources["tcp-gateway-shard-1"].items.add().resource.update(gateway(1))
+    rsp = call(req)
+    ls = resource.struct_to_dict(rsp.desired.resources["tcp-listenerset"].resource)
+    assert ls["spec"]["listeners"][0]["port"] == 10003
+    status = resource.struct_to_dict(rsp.desired.composite.resource)["status"]["tcpAccess"]
+    assert status["port"] == 10003 and status["host"] == "db1.example.ch"
+    assert rsp.desired.composite.connection_details == {}
+
+
+def test_desired_resources_of_earlier_steps_pass_through():
+    req = request()
+    req.desired.resources["release"].resource.update({"apiVersion": "v1", "kind": "ConfigMap"})
+    rsp = call(req)
+    assert "release" in rsp.desired.resources
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"pool": None}, "pool"),
+        ({"gatewayAPI": "v1.3"}, "gatewayAPI"),
+        ({"backend": {**INPUT["backend"], "podPort": 0}}, "backend.podPort"),
+        ({"backend": {**INPUT["backend"], "port": 5432.5}}, "backend.port"),
+        ({"gatewayNamespace": "Not_A_Namespace"}, "gatewayNamespace"),
+        ({"gateways": [{"name": "db-1", "ports": "10-5", "capacity": 10}]}, "gateways.0.ports"),
+        ({"listnerName": "typo"}, "listnerName"),
+        ({"kind": "Something"}, "kind"),
+    ],
+)
+def test_bad_input_is_one_fatal_naming_the_field(change, named):
+    bad = {k: v for k, v in {**INPUT, **change}.items() if v is not None}
+    rsp = call(request(bad))
+    [message] = fatal_messages(rsp)
+    assert named in message
+    assert not rsp.requirements.resources
+    assert not rsp.desired.resources
+
+
+def test_an_exception_in_the_core_is_a_fatal_result_not_a_grpc_error(monkeypatch):
+    def boom(*_):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(fn.tenant, "run", boom)
+    [message] = fatal_messages(call(request()))
+    assert "kaboom" in message

@@ -1,0 +1,268 @@
+"""The tenant step on plain data: what it returns in each phase of the protocol."""
+
+import pytest
+
+from function import labels, tenant
+from function.inputs import TCPAccess
+from function.step import FATAL, WARNING, StepRequest
+from tests.factories import NS, claim, gateway
+
+XR = {
+    "apiVersion": "vshn.appcat.vshn.io/v1",
+    "kind": "XVSHNPostgreSQL",
+    "metadata": {"name": "pg-abc12", "uid": "uid-pg-abc12", "labels": {"pc": "kubernetes-2"}},
+    "spec": {"parameters": {"network": {"serviceType": "TCPGateway"}}},
+}
+INPUT = {
+    "pool": "postgresql",
+    "gatewayNamespace": NS,
+    "listenerName": "postgresql",
+    "backend": {
+        "namespace": "vshn-postgresql-{metadata.name}",
+        "service": "postgresql-rw",
+        "port": 5432,
+        "podSelector": {"cnpg.io/cluster": "postgresql"},
+    },
+    "connectionDetails": {"host": "POSTGRESQL_GATEWAY_HOST", "port": "POSTGRESQL_GATEWAY_PORT"},
+}
+
+
+def spec(**changes) -> TCPAccess:
+    return TCPAccess.model_validate({**INPUT, **changes})
+
+
+def step(spec_, observed=None, available=None, xr=XR, connection=None):
+    """Run the step through Crossplane's requirement loop; return the final result."""
+    lookups: dict = {}
+    previous = None
+    for _ in range(6):
+        request = StepRequest(
+            xr=xr, observed=observed or {}, lookups=lookups, connection=connection or {}
+        )
+        result = tenant.run(spec_, request)
+        if result.fatal or result.requirements == previous:
+            return result
+        previous = result.requirements
+        lookups = {r.name: (available or {}).get(r.name, []) for r in result.requirements}
+    raise AssertionError("requirements did not stabilise")
+
+
+def pool(*gateways, claims=None):
+    available = {"tcp-gateways-accepting": list(gateways)}
+    for g in gateways:
+        index = int(g["metadata"]["labels"][labels.SHARD])
+        available[f"tcp-claims-shard-{index}"] = (claims or {}).get(index, [])
+        available[f"tcp-gateway-shard-{index}"] = [g]
+    return available
+
+
+def held(port=10003, shard=1, wrapped=False):
+    return claim(port, shard, holder=XR["metadata"]["uid"], owner="pg-abc12", wrapped=wrapped)
+
+
+def condition(result):
+    [only] = [c for c in result.conditions if c.type == tenant.CONDITION]
+    return only
+
+
+def test_new_tenant_emits_only_its_claim():
+    result = step(spec(), available=pool(gateway(1)))
+    [key] = result.resources
+    desired = result.resources[key]
+    assert key == f"tcp-claim-{desired.resource['metadata']['labels'][labels.PORT]}"
+    assert desired.resource["kind"] == "Lease"
+    assert desired.resource["spec"]["holderIdentity"] == "uid-pg-abc12"
+    assert desired.ready is False
+    assert (condition(result).status, condition(result).reason) == ("False", "Claiming")
+    assert result.status == {"phase": "Claiming"}
+    assert result.connection == {}
+
+
+def test_held_claim_builds_the_data_path():
+    observed = {"tcp-claim-10003": held()}
+    available = pool(gateway(1, address="203.0.113.7"))
+    result = step(spec(), observed=observed, available=available)
+    assert set(result.resources) == {
+        "tcp-claim-10003",
+        "tcp-listenerset",
+        "tcp-route",
+        "tcp-networkpolicy",
+    }
+    ls = result.resources["tcp-listenerset"].resource
+    assert ls["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert ls["metadata"]["namespace"] == "vshn-postgresql-pg-abc12"
+    assert ls["spec"]["parentRef"] == {
+        "group": "gateway.networking.k8s.io",
+        "kind": "Gateway",
+        "name": "postgresql-1",
+        "namespace": NS,
+    }
+    [listener] = ls["spec"]["listeners"]
+    assert listener["port"] == 10003 and listener["protocol"] == "TCP"
+    assert listener["allowedRoutes"]["namespaces"] == {"from": "Same"}
+    route = result.resources["tcp-route"].resource
+    assert route["spec"]["parentRefs"][0]["sectionName"] == "postgresql"
+    assert route["spec"]["rules"][0]["backendRefs"][0]["name"] == "postgresql-rw"
+    assert result.status == {
+        "host": "db1.example.ch",
+        "port": 10003,
+        "shard": 1,
+        "gateway": "postgresql-1",
+        "address": "203.0.113.7",
+        "phase": "Programming",
+    }
+    assert result.connection == {
+        "POSTGRESQL_GATEWAY_HOST": b"db1.example.ch",
+        "POSTGRESQL_GATEWAY_PORT": b"10003",
+    }
+    assert condition(result).reason == "Programming"
+
+
+def test_ready_once_the_gateway_accepts_and_programs():
+    ls_status = {"conditions": [{"type": t, "status": "True"} for t in ("Accepted", "Programmed")]}
+    route_status = {
+        "parents": [
+            {"conditions": [{"type": t, "status": "True"} for t in ("Accepted", "ResolvedRefs")]}
+        ]
+    }
+    first = step(spec(), observed={"tcp-claim-10003": held()}, available=pool(gateway(1)))
+    observed = {key: dict(d.resource) for key, d in first.resources.items()}
+    observed["tcp-listenerset"]["status"] = ls_status
+    observed["tcp-route"]["status"] = route_status
+    result = step(spec(), observed=observed, available=pool(gateway(1)))
+    assert all(d.ready for d in result.resources.values())
+    assert (condition(result).status, condition(result).reason) == ("True", "Ready")
+
+
+def test_placement_gateway_adds_a_reference_grant_for_exactly_one_service():
+    result = step(
+        spec(placement="Gateway"), observed={"tcp-claim-10003": held()}, available=pool(gateway(1))
+    )
+    ls = result.resources["tcp-listenerset"].resource
+    assert ls["metadata"]["namespace"] == NS
+    grant = result.resources["tcp-referencegrant"].resource
+    assert grant["metadata"]["namespace"] == "vshn-postgresql-pg-abc12"
+    assert grant["spec"]["from"] == [
+        {"group": "gateway.networking.k8s.io", "kind": "TCPRoute", "namespace": NS}
+    ]
+    assert grant["spec"]["to"] == [{"group": "", "kind": "Service", "name": "postgresql-rw"}]
+
+
+def test_network_policy_admits_only_the_data_plane_on_the_pod_port():
+    result = step(
+        spec(dataPlane={"namespace": "envoy-gateway-system"}),
+        observed={"tcp-claim-10003": held()},
+        available=pool(gateway(1)),
+    )
+    policy = result.resources["tcp-networkpolicy"].resource["spec"]
+    assert policy["podSelector"] == {"matchLabels": {"cnpg.io/cluster": "postgresql"}}
+    assert policy["ingress"] == [
+        {
+            "from": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "envoy-gateway-system"}
+                    }
+                }
+            ],
+            "ports": [{"protocol": "TCP", "port": 5432}],
+        }
+    ]
+
+
+def test_wrap_puts_every_object_in_a_provider_kubernetes_object():
+    wrap = {"providerConfigName": "kubernetes", "providerConfigFromLabel": "pc"}
+    observed = {"tcp-claim-10003": held(wrapped=True)}
+    result = step(spec(wrap=wrap), observed=observed, available=pool(gateway(1)))
+    for key, desired in result.resources.items():
+        obj = desired.resource
+        assert obj["kind"] == "Object", key
+        assert obj["spec"]["providerConfigRef"] == {"name": "kubernetes-2"}
+        assert obj["metadata"]["name"] == obj["spec"]["forProvider"]["manifest"]["metadata"]["name"]
+
+
+def test_partial_view_keeps_everything_unchanged():
+    # The XR lost its claim (deleted by hand) but has a data path: while lookups are
+    # unresolved, nothing of it may disappear.
+    first = step(spec(), observed={"tcp-claim-10003": held()}, available=pool(gateway(1)))
+    observed = {k: d.resource for k, d in first.resources.items() if k != "tcp-claim-10003"}
+    request = StepRequest(xr=XR, observed=observed, lookups={})
+    result = tenant.run(spec(), request)
+    assert {k: d.resource for k, d in result.resources.items()} == observed
+
+
+def test_pool_full_keeps_everything_and_warns():
+    taken = {1: [claim(p) for p in range(10000, 10009)]}
+    observed = {"tcp-networkpolicy": {"apiVersion": "networking.k8s.io/v1", "kind": "X"}}
+    result = step(spec(), observed=observed, available=pool(gateway(1), claims=taken))
+    assert set(result.resources) == {"tcp-networkpolicy"}
+    assert condition(result).reason == "PoolFull"
+    assert any(r.severity == WARNING and "postgresql" in r.message for r in result.results)
+
+
+def test_no_shards():
+    result = step(spec(), available={"tcp-gateways-accepting": [], "tcp-gateways": []})
+    assert condition(result).reason == "NoShards"
+    assert result.resources == {}
+
+
+def test_disabled_returns_nothing_of_its_own():
+    result = step(spec(enabled=False), observed={"tcp-claim-10003": held()})
+    assert result.resources == {}
+    assert condition(result).reason == "Disabled"
+
+
+@pytest.mark.parametrize(
+    ("value", "enabled"), [("TCPGateway", True), ("ClusterIP", False), (None, False)]
+)
+def test_enabled_from_xr_field(value, enabled):
+    xr = {**XR, "spec": {"parameters": {"network": {"serviceType": value}}}}
+    s = spec(enabledFromFieldPath="spec.parameters.network.serviceType", enabledValue="TCPGateway")
+    result = step(s, xr=xr, available=pool(gateway(1)))
+    assert (condition(result).reason != "Disabled") is enabled
+
+
+def test_namespace_template_naming_an_absent_field_is_fatal_naming_it():
+    s = spec(backend={**INPUT["backend"], "namespace": "{status.instanceNamespace}"})
+    result = step(s, observed={"tcp-claim-10003": held()})
+    [fatal] = result.results
+    assert fatal.severity == FATAL
+    assert "backend.namespace" in fatal.message and "status.instanceNamespace" in fatal.message
+
+
+def test_template_falls_back_to_the_desired_xr_of_earlier_steps():
+    s = spec(backend={**INPUT["backend"], "namespace": "{status.instanceNamespace}"})
+    request = StepRequest(
+        xr=XR,
+        desired_xr={"status": {"instanceNamespace": "vshn-postgresql-pg-abc12"}},
+        observed={"tcp-claim-10003": held()},
+        lookups={"tcp-gateway-shard-1": [gateway(1)]},
+    )
+    result = tenant.run(s, request)
+    ns = result.resources["tcp-listenerset"].resource["metadata"]["namespace"]
+    assert ns == "vshn-postgresql-pg-abc12"
+
+
+def test_a_second_held_claim_is_released_and_the_used_one_kept():
+    first = step(spec(), observed={"tcp-claim-10003": held()}, available=pool(gateway(1)))
+    observed = {k: d.resource for k, d in first.resources.items()}
+    observed["tcp-claim-10001"] = held(10001)
+    result = step(spec(), observed=observed, available=pool(gateway(1)))
+    assert "tcp-claim-10003" in result.resources
+    assert "tcp-claim-10001" not in result.resources
+    assert result.status["port"] == 10003
+
+
+def test_long_names_stay_valid_and_distinct():
+    long_a = {**XR, "metadata": {**XR["metadata"], "name": "a" * 62 + "1", "uid": "u1"}}
+    long_b = {**XR, "metadata": {**XR["metadata"], "name": "a" * 62 + "2", "uid": "u2"}}
+    s = spec(backend={**INPUT["backend"], "namespace": "tenant"})
+    names = []
+    for xr in (long_a, long_b):
+        observed = {"tcp-claim-10003": claim(10003, holder=xr["metadata"]["uid"])}
+        result = step(s, observed=observed, available=pool(gateway(1)), xr=xr)
+        for desired in result.resources.values():
+            name = desired.resource["metadata"]["name"]
+            assert len(name) <= 63
+            names.append(name)
+    assert len(names) == len(set(names)) + 1  # only the shared claim name repeats
