@@ -11,10 +11,13 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
-from function.inputs import API_VERSION, TCPAccess
+from function.inputs import API_VERSION, GatewayPool, TCPAccess
 
 GROUP, VERSION = API_VERSION.split("/")
-INPUTS: list[tuple[type[BaseModel], str]] = [(TCPAccess, "tcpaccesses")]
+INPUTS: list[tuple[type[BaseModel], str]] = [
+    (TCPAccess, "tcpaccesses"),
+    (GatewayPool, "gatewaypools"),
+]
 OUT = Path(__file__).resolve().parent.parent / "package" / "input"
 
 

@@ -6,9 +6,9 @@ from crossplane.function.proto.v1 import run_function_pb2 as fnv1
 from crossplane.function.proto.v1 import run_function_pb2_grpc as grpcv1
 from pydantic import ValidationError
 
-from function import fieldpath, tenant
+from function import fieldpath, pool, tenant
 from function.allocation import Requirement
-from function.inputs import TCPAccess
+from function.inputs import GatewayPool, TCPAccess
 from function.step import FATAL, WARNING, StepRequest, StepResult, fatal
 
 _SEVERITY = {
@@ -22,7 +22,7 @@ _STATUS = {
 
 
 class FunctionRunner(grpcv1.FunctionRunnerServiceServicer):
-    """Serves RunFunction for the TCPAccess step."""
+    """Serves RunFunction for the TCPAccess and GatewayPool steps."""
 
     def __init__(self):
         self.log = logging.get_logger()
@@ -41,21 +41,20 @@ class FunctionRunner(grpcv1.FunctionRunnerServiceServicer):
         return rsp
 
 
+STEPS = {"TCPAccess": (TCPAccess, tenant), "GatewayPool": (GatewayPool, pool)}
+
+
 def run(req: fnv1.RunFunctionRequest) -> StepResult:
-    spec = parse_input(resource.struct_to_dict(req.input) if req.HasField("input") else {})
-    if isinstance(spec, StepResult):
-        return spec
-    return tenant.run(spec, read(req))
-
-
-def parse_input(data: dict) -> TCPAccess | StepResult:
+    data = resource.struct_to_dict(req.input) if req.HasField("input") else {}
     kind = data.get("kind", "TCPAccess")
-    if kind != "TCPAccess":
-        return fatal(f"input: kind {kind!r} is not supported; use TCPAccess")
+    if kind not in STEPS:
+        return fatal(f"input.kind: {kind!r} is not one of {', '.join(STEPS)}")
+    model, module = STEPS[kind]
     try:
-        return TCPAccess.model_validate(data)
+        spec = model.model_validate(data)
     except ValidationError as err:
-        return fatal("invalid TCPAccess input: " + describe(err))
+        return fatal(f"invalid {kind} input: {describe(err)}")
+    return module.run(spec, read(req))
 
 
 def describe(err: ValidationError) -> str:

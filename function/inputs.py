@@ -40,6 +40,13 @@ def _dns_label(value: str, what: str) -> str:
     return value
 
 
+def _status_path(value: str) -> str:
+    parts = fieldpath.split(value)
+    if parts[0] != "status" or len(parts) < 2:
+        raise ValueError(f"{value!r} must be a path below status, e.g. status.tcpAccess")
+    return value
+
+
 class Backend(_Model):
     """The tenant's Service that the route sends traffic to."""
 
@@ -202,10 +209,7 @@ class TCPAccess(_Model):
     @field_validator("statusPath")
     @classmethod
     def _status_path(cls, value: str) -> str:
-        parts = fieldpath.split(value)
-        if parts[0] != "status" or len(parts) < 2:
-            raise ValueError(f"{value!r} must be a path below status, e.g. status.tcpAccess")
-        return value
+        return _status_path(value)
 
     @field_validator("enabledFromFieldPath")
     @classmethod
@@ -231,3 +235,132 @@ class TCPAccess(_Model):
     @property
     def pod_port(self) -> int:
         return self.backend.podPort or self.backend.port
+
+
+PROVIDER_CAPACITY = {"cloudscale": 100, "exoscale": 10}
+MAX_INFRASTRUCTURE_ANNOTATIONS = 16  # Gateway API v1.6; 8 before
+MAX_INFRASTRUCTURE_LABELS = 8
+
+
+class ListenerNamespaces(_Model):
+    """Which namespaces may attach ListenerSets to the shard Gateways."""
+
+    from_: Literal["All", "Selector", "Same"] = Field(default="All", alias="from")
+    selector: dict | None = Field(
+        default=None, description="A LabelSelector over namespaces, when from is Selector."
+    )
+
+    @model_validator(mode="after")
+    def _selector(self) -> "ListenerNamespaces":
+        if self.from_ == "Selector" and not self.selector:
+            raise ValueError("selector is required when from is Selector")
+        return self
+
+
+class Infrastructure(_Model):
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="Merged into each Gateway's spec.infrastructure."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Merged into each Gateway's spec.infrastructure."
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_INFRASTRUCTURE_LABELS:
+            raise ValueError(f"at most {MAX_INFRASTRUCTURE_LABELS} labels (Gateway API)")
+        return value
+
+
+class GatewayPool(_Model):
+    """Compose the shard Gateways of one pool, add shards before it runs full."""
+
+    apiVersion: Literal["tcp.fn.servala.io/v1alpha1"] = API_VERSION
+    kind: Literal["GatewayPool"] = "GatewayPool"
+    pool: str = Field(description="Pool name: value of label tcp.fn.servala.io/pool.")
+    namespace: str = Field(description="Namespace of the shard Gateways and the claims.")
+    gatewayClassName: str = Field(description="GatewayClass of the shard Gateways.")
+    provider: Literal["cloudscale", "exoscale", "custom"] = Field(
+        default="cloudscale",
+        description="Load balancer provider: cloudscale (100 listeners per IP), exoscale (10), "
+        "or custom (set capacity).",
+    )
+    capacity: int | None = Field(
+        default=None,
+        ge=2,
+        description="Listeners per shard including the Gateway's own; required for custom, "
+        "may lower a provider's figure, never raise it.",
+    )
+    ports: str = Field(description="Port range of the pool; shard n owns its n-th slice.")
+    hostname: str = Field(description="DNS name per shard, with {index} (from 1).")
+    minShards: int = Field(default=1, ge=0)
+    maxShards: int = Field(default=50, ge=1)
+    headroom: int = Field(default=5, ge=0, description="Free tenant slots to keep.")
+    allowedListenerNamespaces: ListenerNamespaces = Field(default_factory=ListenerNamespaces)
+    infrastructure: Infrastructure = Field(default_factory=Infrastructure)
+    statusPath: str = Field(default="status.pool", description="Where the pool reports.")
+    wrap: Wrap | None = Field(
+        default=None,
+        description="Wrap Gateways in provider-kubernetes Objects; required on Crossplane v1.x. "
+        "Must match the tenant steps' wrap: it decides whether claims are Leases or Objects.",
+    )
+
+    @field_validator("pool", "namespace")
+    @classmethod
+    def _labels_valid(cls, value: str, info) -> str:
+        return _dns_label(value, info.field_name)
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, value: str) -> str:
+        parse_port_range(value)
+        return value
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        if "{index}" not in value:
+            raise ValueError(f"{value!r} must contain {{index}}, e.g. db{{index}}.example.ch")
+        if not is_dns_subdomain(value.replace("{index}", "1")):
+            raise ValueError(f"{value!r} is not a DNS name")
+        return value
+
+    @field_validator("statusPath")
+    @classmethod
+    def _status_path(cls, value: str) -> str:
+        return _status_path(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "GatewayPool":
+        if self.provider == "custom" and self.capacity is None:
+            raise ValueError("capacity: required when provider is custom")
+        limit = PROVIDER_CAPACITY.get(self.provider)
+        if limit is not None and self.capacity is not None and self.capacity > limit:
+            raise ValueError(
+                f"capacity: {self.capacity} exceeds the {self.provider} limit of {limit} "
+                "listeners per IP"
+            )
+        if self.minShards > self.maxShards:
+            raise ValueError(f"minShards: {self.minShards} is above maxShards {self.maxShards}")
+        start, end = parse_port_range(self.ports)
+        needed = self.maxShards * self.shard_capacity
+        if end - start + 1 < needed:
+            raise ValueError(
+                f"ports: {self.ports} holds {end - start + 1} ports; maxShards x capacity "
+                f"needs {needed}"
+            )
+        return self
+
+    @property
+    def shard_capacity(self) -> int:
+        return self.capacity or PROVIDER_CAPACITY[self.provider]
+
+    def slice(self, index: int) -> tuple[int, int]:
+        """Shard `index` (from 1) owns the index-th slice of `capacity` ports."""
+        start, _ = parse_port_range(self.ports)
+        first = start + (index - 1) * self.shard_capacity
+        return first, first + self.shard_capacity - 1
+
+    def hostname_for(self, index: int) -> str:
+        return self.hostname.replace("{index}", str(index))

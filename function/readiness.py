@@ -1,16 +1,5 @@
 """Readiness of composed objects, read from what the cluster reports (DESIGN §5)."""
 
-from function.builders.object import unwrap
-
-
-def live(observed: dict | None, wrapped: bool) -> dict | None:
-    """The object as it is in the cluster: a wrapped one through its Object's status."""
-    if not isinstance(observed, dict):
-        return None
-    if wrapped and observed.get("kind") == "Object":
-        return unwrap(observed)
-    return observed
-
 
 def _status(obj: dict | None) -> dict:
     status = obj.get("status") if isinstance(obj, dict) else None

@@ -20,6 +20,7 @@ from function.builders.tcproute import tcp_route
 from function.flavours import FLAVOURS
 from function.inputs import TCPAccess
 from function.names import fit, is_dns_label, label_value
+from function.observed import keep, live
 from function.step import WARNING, Condition, Desired, Result, StepRequest, StepResult, fatal
 
 CONDITION = "TCPAccessReady"
@@ -203,36 +204,11 @@ def held_but_unused(request, tenant: Tenant, wrapped: bool, decision: Decision) 
     return stale
 
 
-SERVER_FIELDS = (
-    "uid",
-    "resourceVersion",
-    "generation",
-    "creationTimestamp",
-    "managedFields",
-    "ownerReferences",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "finalizers",
-    "selfLink",
-    "generateName",
-)
-
-
-def keep(obj: dict) -> dict:
-    """An observed object as a desired one: what we would have written, not what the server
-    added (status, UID, owner references...)."""
-    kept = {k: v for k, v in obj.items() if k != "status"}
-    metadata = obj.get("metadata")
-    if isinstance(metadata, dict):
-        kept["metadata"] = {k: v for k, v in metadata.items() if k not in SERVER_FIELDS}
-    return kept
-
-
 def _ready(key: str, observed: dict | None, tenant: Tenant, wrapped: bool) -> bool:
     """Readiness per DESIGN §5, from the observed object under the same key."""
     if observed is None:
         return False
-    obj = readiness.live(observed, wrapped)
+    obj = live(observed, wrapped)
     if obj is None:
         return False
     if key.startswith(CLAIM_KEY_PREFIX):
@@ -333,7 +309,7 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         result.connection[keys.port] = str(alloc.port).encode()
 
     where = f"{host or alloc.gateway}:{alloc.port}"
-    listener = readiness.live(request.observed.get(LISTENERSET_KEY), wrapped)
+    listener = live(request.observed.get(LISTENERSET_KEY), wrapped)
     if readiness.listener_conditions(listener, spec.listenerName).get("Conflicted") == "True":
         reason, message = "Conflicted", f"port {alloc.port} is already used behind {alloc.gateway}"
         result.results.append(Result(WARNING, f"listener {message}", reason))

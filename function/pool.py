@@ -1,0 +1,272 @@
+"""The pool step (`GatewayPool`, DESIGN §6): the shard Gateways of one pool.
+
+It reads every claim of the pool (one lookup), counts them per shard, returns one Gateway
+per shard, adds a shard before the pool runs out of headroom, and publishes utilisation.
+Shards holding a claim are never removed; trailing empty ones above minShards go only when
+the rest still keep the headroom, and only on a complete view.
+"""
+
+import re
+from dataclasses import dataclass, field
+
+from function import claims as claimlib
+from function import fieldpath, labels
+from function.allocation import Requirement
+from function.builders.gateway import shard_gateway
+from function.builders.object import wrap
+from function.inputs import GatewayPool
+from function.observed import keep, live
+from function.readiness import conditions
+from function.shards import first_address
+from function.step import WARNING, Condition, Desired, Result, StepRequest, StepResult
+
+CLAIMS = "tcp-pool-claims"
+KEY = re.compile(r"^gateway-(\d+)$")
+CONDITION = "PoolCapacity"
+
+PROVIDER_ANNOTATIONS = {
+    "cloudscale": lambda name: {"k8s.cloudscale.ch/loadbalancer-name": name},
+    "exoscale": lambda name: {"service.beta.kubernetes.io/exoscale-loadbalancer-name": name},
+    "custom": lambda name: {},
+}
+DNS_ANNOTATION = "external-dns.alpha.kubernetes.io/hostname"
+
+
+def gateway_key(index: int) -> str:
+    return f"gateway-{index}"
+
+
+def gateway_name(spec: GatewayPool, index: int) -> str:
+    return f"{spec.pool}-{index}"
+
+
+@dataclass
+class Usage:
+    """Claims per shard, as one lookup saw them."""
+
+    ports: dict[int, set[int]] = field(default_factory=dict)
+    orphans: list[str] = field(default_factory=list)  # claims naming no usable shard
+    strays: list[str] = field(default_factory=list)  # claims outside their shard's slice
+
+    def used(self, index: int) -> int:
+        return len(self.ports.get(index, ()))
+
+
+def claims_requirement(spec: GatewayPool) -> Requirement:
+    match = {labels.POOL: spec.pool}
+    if spec.wrap is not None:
+        return Requirement(CLAIMS, claimlib.OBJECT_API, "Object", match)
+    return Requirement(CLAIMS, claimlib.LEASE_API, "Lease", match, spec.namespace)
+
+
+def run(spec: GatewayPool, request: StepRequest) -> StepResult:
+    requirement = claims_requirement(spec)
+    result = StepResult(status_path=spec.statusPath, requirements=[requirement])
+    annotations_error = _infrastructure_error(spec)
+    if annotations_error:
+        return StepResult(results=[Result("Fatal", annotations_error)])
+
+    observed = _observed_shards(request)
+    objects = request.lookups.get(CLAIMS)
+    if objects is None:
+        # Not read yet: keep every Gateway as it is.
+        for index, obj in observed.items():
+            result.resources[gateway_key(index)] = Desired(keep(obj), _programmed(obj, spec))
+        previous = _previous_status(request, spec)
+        result.status = previous
+        return result
+
+    usage = _usage(spec, objects, result)
+    count, draining = _shard_count(spec, usage, observed, complete=bool(objects), result=result)
+    shard_status = []
+    for index in range(1, count + 1):
+        used = usage.used(index)
+        slots = spec.shard_capacity - 1
+        name = gateway_name(spec, index)
+        gateway = shard_gateway(
+            name=name,
+            namespace=spec.namespace,
+            pool=spec.pool,
+            index=index,
+            gateway_class=spec.gatewayClassName,
+            hostname=spec.hostname_for(index),
+            ports=spec.slice(index),
+            capacity=spec.shard_capacity,
+            used=used,
+            accepting=used < slots and index not in draining,
+            allowed_listeners=_allowed_listeners(spec),
+            infrastructure=_infrastructure(spec, name, spec.hostname_for(index)),
+        )
+        if spec.wrap is not None:
+            gateway = wrap(gateway, provider_config=_provider_config(spec, request))
+        seen = observed.get(index)
+        programmed = _programmed(seen, spec)
+        result.resources[gateway_key(index)] = Desired(gateway, programmed)
+        start, end = spec.slice(index)
+        shard_status.append(
+            {
+                "index": index,
+                "gateway": name,
+                "hostname": spec.hostname_for(index),
+                "ports": f"{start}-{end}",
+                "capacity": spec.shard_capacity,
+                "used": used,
+                "free": max(0, slots - used),
+                "address": first_address(live(seen, spec.wrap is not None) or {}) or "",
+                "programmed": programmed,
+            }
+        )
+    listeners = sum(1 + s["used"] for s in shard_status)
+    result.status = {
+        "shards": shard_status,
+        "totals": {
+            "shards": count,
+            "slots": sum(spec.shard_capacity - 1 for _ in shard_status),
+            "used": sum(s["used"] for s in shard_status),
+            "free": sum(s["free"] for s in shard_status),
+        },
+        # Every listener is a port of the shard's LoadBalancer Service, and so a NodePort.
+        "nodePorts": listeners,
+    }
+    if usage.orphans:
+        result.status["orphanedClaims"] = sorted(usage.orphans)
+    if usage.strays:
+        result.status["claimsOutsideSlice"] = sorted(usage.strays)
+    return result
+
+
+def _observed_shards(request: StepRequest) -> dict[int, dict]:
+    found = {}
+    for key, obj in request.observed.items():
+        match = KEY.match(key)
+        if match:
+            found[int(match.group(1))] = obj
+    return found
+
+
+def _usage(spec: GatewayPool, objects: list, result: StepResult) -> Usage:
+    usage = Usage()
+    for obj in objects:
+        claim = claimlib.parse(obj)
+        if claim is None:
+            name = (obj.get("metadata") or {}).get("name", "?") if isinstance(obj, dict) else "?"
+            result.results.append(Result(WARNING, f"skipped claim {name}: it names no port"))
+            continue
+        if claim.shard is None or claim.shard < 1:
+            usage.orphans.append(claim.name)
+            continue
+        usage.ports.setdefault(claim.shard, set()).add(claim.port)
+        start, end = spec.slice(claim.shard)
+        if not start <= claim.port <= end:
+            usage.strays.append(claim.name)
+    for name in usage.orphans:
+        result.results.append(
+            Result(WARNING, f"claim {name} names no shard of pool {spec.pool}", "OrphanedClaim")
+        )
+    if usage.strays:
+        result.results.append(
+            Result(
+                WARNING,
+                f"{len(usage.strays)} claim(s) hold ports outside their shard's slice: "
+                + ", ".join(sorted(usage.strays)[:5]),
+                "ClaimOutsideSlice",
+            )
+        )
+    return usage
+
+
+def _shard_count(spec, usage: Usage, observed: dict, *, complete: bool, result) -> int:
+    slots = spec.shard_capacity - 1
+
+    def free(count: int) -> int:
+        return sum(max(0, slots - usage.used(i)) for i in range(1, count + 1))
+
+    claimed = max(usage.ports, default=0)
+    count = max(spec.minShards, claimed, max(observed, default=0))
+    if claimed > spec.maxShards:
+        result.results.append(
+            Result(WARNING, f"claims name shard {claimed}, above maxShards {spec.maxShards}")
+        )
+    while free(count) < spec.headroom and count < spec.maxShards:
+        count += 1
+    if free(count) < spec.headroom:
+        message = f"pool {spec.pool} has {free(count)} free slots at maxShards {spec.maxShards}"
+        result.results.append(Result(WARNING, message, "MaxShardsReached"))
+        result.conditions.append(Condition(CONDITION, "False", "MaxShardsReached", message))
+    else:
+        result.conditions.append(
+            Condition(CONDITION, "True", "Available", f"{free(count)} free slots")
+        )
+    # Shrink only on a complete view (a lookup that returned nothing may be a cold cache),
+    # only trailing shards that hold no claim, and only while the rest keep the headroom.
+    # Removal takes two reconciles: first the shard stops accepting tenants (drains), and
+    # only a shard already observed draining and still empty is removed.
+    draining: set[int] = set()
+    while complete and count > max(spec.minShards, claimed) and free(count - 1) >= spec.headroom:
+        if not _drained(observed.get(count), spec):
+            draining.add(count)
+            break
+        count -= 1
+    return count, draining
+
+
+def _drained(obj: dict | None, spec: GatewayPool) -> bool:
+    """Observed as not accepting and empty when the pool step last wrote it."""
+    if obj is None:
+        return True
+    gateway = obj if spec.wrap is None else claimlib.inner_manifest(obj)
+    metadata = gateway.get("metadata") if isinstance(gateway.get("metadata"), dict) else {}
+    accepting = (metadata.get("labels") or {}).get(labels.ACCEPTING)
+    used = (metadata.get("annotations") or {}).get(labels.USED)
+    return accepting == "false" and used == "0"
+
+
+def _programmed(obj: dict | None, spec: GatewayPool) -> bool:
+    gateway = live(obj, spec.wrap is not None)
+    status = gateway.get("status") if isinstance(gateway, dict) else None
+    return conditions(status or {}).get("Programmed") == "True"
+
+
+def _allowed_listeners(spec: GatewayPool) -> dict:
+    namespaces = {"from": spec.allowedListenerNamespaces.from_}
+    if spec.allowedListenerNamespaces.selector:
+        namespaces["selector"] = spec.allowedListenerNamespaces.selector
+    return namespaces
+
+
+def _infrastructure(spec: GatewayPool, name: str, hostname: str) -> dict:
+    annotations = {
+        **PROVIDER_ANNOTATIONS[spec.provider](name),
+        DNS_ANNOTATION: hostname,
+        **spec.infrastructure.annotations,
+    }
+    infrastructure: dict = {"annotations": annotations}
+    if spec.infrastructure.labels:
+        infrastructure["labels"] = dict(spec.infrastructure.labels)
+    return infrastructure
+
+
+def _infrastructure_error(spec: GatewayPool) -> str | None:
+    keys = _infrastructure(spec, gateway_name(spec, 1), spec.hostname_for(1))["annotations"]
+    if len(keys) > 16:
+        return (
+            f"infrastructure.annotations: {len(keys)} keys with the provider's and the DNS "
+            "annotation; a Gateway allows at most 16"
+        )
+    return None
+
+
+def _provider_config(spec: GatewayPool, request: StepRequest) -> str:
+    name = spec.wrap.providerConfigName
+    if spec.wrap.providerConfigFromLabel:
+        value = ((request.xr.get("metadata") or {}).get("labels") or {}).get(
+            spec.wrap.providerConfigFromLabel
+        )
+        if isinstance(value, str) and value:
+            name = value
+    return name
+
+
+def _previous_status(request: StepRequest, spec: GatewayPool) -> dict | None:
+    previous = fieldpath.get(request.xr, spec.statusPath, None)
+    return previous if isinstance(previous, dict) else None

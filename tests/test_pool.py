@@ -1,0 +1,183 @@
+"""The pool step on plain data: shards, growth, draining, status."""
+
+import pytest
+
+from function import labels, pool
+from function.inputs import GatewayPool
+from function.step import FATAL, StepRequest
+from tests.factories import NS, claim
+
+XR = {"apiVersion": "x/v1", "kind": "XGatewayPool", "metadata": {"name": "postgresql"}}
+INPUT = {
+    "pool": "postgresql",
+    "namespace": NS,
+    "gatewayClassName": "envoy-gateway",
+    "provider": "exoscale",
+    "ports": "10000-10499",
+    "hostname": "db{index}.example.ch",
+    "minShards": 1,
+    "maxShards": 5,
+    "headroom": 3,
+}
+
+
+def spec(**changes) -> GatewayPool:
+    return GatewayPool.model_validate({**INPUT, **changes})
+
+
+def reconcile(spec_, claims, observed=None):
+    request = StepRequest(xr=XR, observed=observed or {}, lookups={pool.CLAIMS: claims})
+    return pool.run(spec_, request)
+
+
+def claims_on(shard: int, count: int, capacity: int = 10):
+    start = 10000 + (shard - 1) * capacity
+    return [claim(start + i, shard) for i in range(count)]
+
+
+def gateways(result):
+    return {k: d.resource for k, d in result.resources.items()}
+
+
+def as_observed(result):
+    """What the cluster would show next time: the Gateways as written."""
+    return {k: dict(d.resource) for k, d in result.resources.items()}
+
+
+def test_unread_claims_keep_every_gateway():
+    first = reconcile(spec(), claims_on(1, 8))
+    observed = as_observed(first)
+    request = StepRequest(xr=XR, observed=observed, lookups={})
+    result = pool.run(spec(), request)
+    assert gateways(result) == observed
+    assert [r.name for r in result.requirements] == [pool.CLAIMS]
+
+
+def test_one_gateway_per_shard_with_its_slice_labels_and_annotations():
+    result = reconcile(spec(), [])
+    gateway = gateways(result)["gateway-1"]
+    meta = gateway["metadata"]
+    assert meta["name"] == "postgresql-1" and meta["namespace"] == NS
+    assert meta["labels"] == {
+        labels.POOL: "postgresql",
+        labels.SHARD: "1",
+        labels.ACCEPTING: "true",
+    }
+    assert meta["annotations"] == {
+        labels.HOSTNAME: "db1.example.ch",
+        labels.PORTS: "10000-10009",
+        labels.CAPACITY: "10",
+        labels.USED: "0",
+    }
+    [listener] = gateway["spec"]["listeners"]
+    assert (listener["name"], listener["port"], listener["protocol"]) == ("shard", 10009, "TCP")
+    assert gateway["spec"]["allowedListeners"] == {"namespaces": {"from": "All"}}
+    assert gateway["spec"]["infrastructure"]["annotations"] == {
+        "service.beta.kubernetes.io/exoscale-loadbalancer-name": "postgresql-1",
+        "external-dns.alpha.kubernetes.io/hostname": "db1.example.ch",
+    }
+
+
+def test_grows_before_the_headroom_is_gone():
+    result = reconcile(spec(), claims_on(1, 7))  # 9 slots, 7 used: 2 free < 3
+    assert set(gateways(result)) == {"gateway-1", "gateway-2"}
+    assert result.status["totals"] == {"shards": 2, "slots": 18, "used": 7, "free": 11}
+
+
+def test_a_full_shard_stops_accepting():
+    result = reconcile(spec(), claims_on(1, 9))
+    assert gateways(result)["gateway-1"]["metadata"]["labels"][labels.ACCEPTING] == "false"
+    assert gateways(result)["gateway-2"]["metadata"]["labels"][labels.ACCEPTING] == "true"
+
+
+def test_max_shards_reached_is_a_warning_and_a_condition():
+    full = [c for shard in (1, 2) for c in claims_on(shard, 9)]
+    result = reconcile(spec(maxShards=2, ports="10000-10019"), full)
+    assert len(gateways(result)) == 2
+    [cond] = result.conditions
+    assert (cond.type, cond.status, cond.reason) == ("PoolCapacity", "False", "MaxShardsReached")
+    assert any(r.reason == "MaxShardsReached" for r in result.results)
+
+
+def test_trailing_empty_shard_drains_then_goes():
+    grown = reconcile(spec(), claims_on(1, 7) + claims_on(2, 1))
+    assert len(gateways(grown)) == 2
+    # Tenants on shard 1 leave: shard 1 alone keeps the headroom, shard 2 holds one claim.
+    result = reconcile(spec(), claims_on(1, 2) + claims_on(2, 1), as_observed(grown))
+    assert len(gateways(result)) == 2  # never removed while it holds a claim
+    # The last tenant of shard 2 leaves: first it stops accepting...
+    drain = reconcile(spec(), claims_on(1, 2), as_observed(result))
+    assert gateways(drain)["gateway-2"]["metadata"]["labels"][labels.ACCEPTING] == "false"
+    # ...and only when it was observed draining and still empty, it goes.
+    gone = reconcile(spec(), claims_on(1, 2), as_observed(drain))
+    assert set(gateways(gone)) == {"gateway-1"}
+
+
+def test_an_empty_claim_lookup_never_shrinks_the_pool():
+    grown = reconcile(spec(), claims_on(1, 7) + claims_on(2, 1))
+    drained = reconcile(spec(), claims_on(1, 1), as_observed(grown))
+    drained = reconcile(spec(), claims_on(1, 1), as_observed(drained))
+    observed = as_observed(drained)
+    result = reconcile(spec(), [], observed)
+    assert set(gateways(result)) == set(observed)
+
+
+def test_status_reports_every_shard_and_nodeports():
+    result = reconcile(spec(), claims_on(1, 7))
+    first = result.status["shards"][0]
+    assert first == {
+        "index": 1,
+        "gateway": "postgresql-1",
+        "hostname": "db1.example.ch",
+        "ports": "10000-10009",
+        "capacity": 10,
+        "used": 7,
+        "free": 2,
+        "address": "",
+        "programmed": False,
+    }
+    assert result.status["nodePorts"] == 2 + 7  # two Gateways' own listeners, seven tenants
+
+
+def test_claim_naming_a_missing_shard_keeps_that_shard():
+    result = reconcile(spec(), claims_on(1, 1) + [claim(10035, 4)])
+    assert "gateway-4" in gateways(result)
+
+
+def test_orphaned_claim_is_reported():
+    orphan = claim(10003, 1)
+    del orphan["metadata"]["labels"][labels.SHARD]
+    result = reconcile(spec(), [orphan])
+    assert result.status["orphanedClaims"] == ["tcp-postgresql-10003"]
+    assert any(r.reason == "OrphanedClaim" for r in result.results)
+
+
+def test_too_many_infrastructure_annotations_is_fatal_naming_the_field():
+    many = {f"example.com/a{i}": "x" for i in range(15)}
+    result = reconcile(spec(infrastructure={"annotations": many}), [])
+    [fatal] = result.results
+    assert fatal.severity == FATAL and "infrastructure.annotations" in fatal.message
+
+
+def test_wrapped_gateways_and_object_claims():
+    result = reconcile(spec(wrap={"providerConfigName": "kubernetes"}), [])
+    gateway = gateways(result)["gateway-1"]
+    assert gateway["kind"] == "Object"
+    assert gateway["spec"]["forProvider"]["manifest"]["kind"] == "Gateway"
+    [requirement] = result.requirements
+    assert (requirement.kind, requirement.namespace) == ("Object", None)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"ports": "10000-10010"}, "ports"),
+        ({"capacity": 20}, "capacity"),
+        ({"provider": "custom"}, "capacity"),
+        ({"hostname": "db.example.ch"}, "hostname"),
+        ({"minShards": 6}, "minShards"),
+    ],
+)
+def test_bad_input(change, named):
+    with pytest.raises(ValueError, match=named):
+        spec(**change)
