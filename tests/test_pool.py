@@ -140,7 +140,7 @@ def test_status_reports_every_shard_and_nodeports():
 
 
 def test_claim_naming_a_missing_shard_keeps_that_shard():
-    result = reconcile(spec(), claims_on(1, 1) + [claim(10035, 4)])
+    result = reconcile(spec(), [*claims_on(1, 1), claim(10035, 4)])
     assert "gateway-4" in gateways(result)
 
 
