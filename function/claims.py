@@ -7,7 +7,7 @@ is the lock: two XRs that pick the same port cannot both own the claim.
 import re
 from dataclasses import dataclass
 
-from function import labels
+from function import fieldpath, labels
 from function.names import fit
 
 LEASE_API = "coordination.k8s.io/v1"
@@ -41,22 +41,21 @@ def _whole(value: object) -> int | None:
 
 def inner_manifest(obj: dict) -> dict:
     """The wrapped object of a provider-kubernetes Object as it was desired."""
-    manifest = ((obj.get("spec") or {}).get("forProvider") or {}).get("manifest")
-    return manifest if isinstance(manifest, dict) else {}
+    return fieldpath.mapping(obj, "spec.forProvider.manifest")
 
 
 def parse(obj: dict) -> Claim | None:
     """Read a claim from a Lease or an Object wrapping one; None if it names no port."""
     if not isinstance(obj, dict):
         return None
-    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     lease = inner_manifest(obj) if obj.get("kind") == "Object" else obj
     if lease.get("kind") != "Lease":
         return None
-    lease_meta = lease.get("metadata") if isinstance(lease.get("metadata"), dict) else {}
-    meta_labels = {**(lease_meta.get("labels") or {}), **(metadata.get("labels") or {})}
-    annotations = {**(lease_meta.get("annotations") or {}), **(metadata.get("annotations") or {})}
-    name = str(metadata.get("name") or "")
+    meta_labels, annotations = {}, {}
+    for source in (lease, obj):  # an Object's own labels win over its manifest's
+        meta_labels.update(fieldpath.mapping(source, "metadata.labels"))
+        annotations.update(fieldpath.mapping(source, "metadata.annotations"))
+    name = fieldpath.text(obj, "metadata.name") or ""
 
     port = _whole(meta_labels.get(labels.PORT))
     if port is None:
@@ -65,7 +64,7 @@ def parse(obj: dict) -> Claim | None:
         port = int(match.group(1)) if match else None
     if port is None or not 1 <= port <= 65535:
         return None
-    holder = (lease.get("spec") or {}).get("holderIdentity")
+    holder = fieldpath.get(lease, "spec.holderIdentity", None)
     hostname = annotations.get(labels.HOSTNAME)
     gateway = annotations.get(labels.GATEWAY)
     return Claim(

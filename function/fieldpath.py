@@ -75,3 +75,21 @@ def _scalar(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+# Safe readers for objects we did not write: a field of the wrong type reads as absent.
+
+
+def mapping(obj: Any, path: str) -> dict:
+    value = get(obj, path, None)
+    return value if isinstance(value, dict) else {}
+
+
+def items(obj: Any, path: str) -> list:
+    value = get(obj, path, None)
+    return value if isinstance(value, list) else []
+
+
+def text(obj: Any, path: str) -> str | None:
+    value = get(obj, path, None)
+    return value if isinstance(value, str) and value else None

@@ -149,7 +149,7 @@ def _usage(spec: GatewayPool, objects: list, result: StepResult) -> Usage:
     for obj in objects:
         claim = claimlib.parse(obj)
         if claim is None:
-            name = (obj.get("metadata") or {}).get("name", "?") if isinstance(obj, dict) else "?"
+            name = fieldpath.text(obj, "metadata.name") or "?"
             result.results.append(Result(WARNING, f"skipped claim {name}: it names no port"))
             continue
         if claim.shard is None or claim.shard < 1:
@@ -215,16 +215,14 @@ def _drained(obj: dict | None, spec: GatewayPool) -> bool:
     if obj is None:
         return True
     gateway = obj if spec.wrap is None else claimlib.inner_manifest(obj)
-    metadata = gateway.get("metadata") if isinstance(gateway.get("metadata"), dict) else {}
-    accepting = (metadata.get("labels") or {}).get(labels.ACCEPTING)
-    used = (metadata.get("annotations") or {}).get(labels.USED)
+    accepting = fieldpath.mapping(gateway, "metadata.labels").get(labels.ACCEPTING)
+    used = fieldpath.mapping(gateway, "metadata.annotations").get(labels.USED)
     return accepting == "false" and used == "0"
 
 
 def _programmed(obj: dict | None, spec: GatewayPool) -> bool:
-    gateway = live(obj, spec.wrap is not None)
-    status = gateway.get("status") if isinstance(gateway, dict) else None
-    return conditions(status or {}).get("Programmed") == "True"
+    status = fieldpath.mapping(live(obj, spec.wrap is not None), "status")
+    return conditions(status).get("Programmed") == "True"
 
 
 def _allowed_listeners(spec: GatewayPool) -> dict:
@@ -259,7 +257,7 @@ def _infrastructure_error(spec: GatewayPool) -> str | None:
 def _provider_config(spec: GatewayPool, request: StepRequest) -> str:
     name = spec.wrap.providerConfigName
     if spec.wrap.providerConfigFromLabel:
-        value = ((request.xr.get("metadata") or {}).get("labels") or {}).get(
+        value = fieldpath.mapping(request.xr, "metadata.labels").get(
             spec.wrap.providerConfigFromLabel
         )
         if isinstance(value, str) and value:

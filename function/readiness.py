@@ -1,9 +1,10 @@
 """Readiness of composed objects, read from what the cluster reports (DESIGN §5)."""
 
+from function import fieldpath
+
 
 def _status(obj: dict | None) -> dict:
-    status = obj.get("status") if isinstance(obj, dict) else None
-    return status if isinstance(status, dict) else {}
+    return fieldpath.mapping(obj, "status")
 
 
 def conditions(holder: dict) -> dict[str, str]:
@@ -41,8 +42,8 @@ def listener_conditions(obj: dict | None, listener: str) -> dict[str, str]:
 
 
 def listener_port(obj: dict | None) -> int | None:
-    listeners = ((obj or {}).get("spec") or {}).get("listeners") or []
-    if isinstance(listeners, list) and listeners and isinstance(listeners[0], dict):
+    listeners = fieldpath.items(obj, "spec.listeners")
+    if listeners and isinstance(listeners[0], dict):
         port = listeners[0].get("port")
         if isinstance(port, int | float) and not isinstance(port, bool) and port == int(port):
             return int(port)

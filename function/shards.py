@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from function import labels
+from function import fieldpath, labels
 from function.inputs import StaticGateway, parse_port_range
 
 
@@ -53,11 +53,9 @@ def _int(value: object, field: str) -> int:
 
 def from_gateway(gateway: dict) -> Shard:
     """Read one shard from a Gateway object; raise ShardError naming the bad field."""
-    metadata = gateway.get("metadata") or {}
-    meta_labels = metadata.get("labels") or {}
-    annotations = metadata.get("annotations") or {}
-    if not isinstance(meta_labels, dict) or not isinstance(annotations, dict):
-        raise ShardError("metadata.labels/annotations must be maps")
+    metadata = fieldpath.mapping(gateway, "metadata")
+    meta_labels = fieldpath.mapping(metadata, "labels")
+    annotations = fieldpath.mapping(metadata, "annotations")
 
     index = _int(meta_labels.get(labels.SHARD), f"label {labels.SHARD}")
     if index < 1:
@@ -79,11 +77,12 @@ def from_gateway(gateway: dict) -> Shard:
         used_hint = None  # only a hint: a bad one means "unknown", never "full"
     accepting = meta_labels.get(labels.ACCEPTING)
     hostname = annotations.get(labels.HOSTNAME)
+    name, namespace = metadata.get("name"), metadata.get("namespace")
 
     return Shard(
         index=index,
-        gateway=str(metadata.get("name", "")),
-        namespace=str(metadata.get("namespace", "")),
+        gateway=name if isinstance(name, str) else "",
+        namespace=namespace if isinstance(namespace, str) else "",
         hostname=hostname if isinstance(hostname, str) and hostname else None,
         port_start=start,
         port_end=end,
@@ -96,18 +95,16 @@ def from_gateway(gateway: dict) -> Shard:
 
 
 def _own_ports(gateway: dict) -> list[int]:
-    listeners = (gateway.get("spec") or {}).get("listeners") or []
     ports = []
-    for listener in listeners if isinstance(listeners, list) else []:
+    for listener in fieldpath.items(gateway, "spec.listeners"):
         port = listener.get("port") if isinstance(listener, dict) else None
-        if isinstance(port, int | float) and port == int(port):
+        if isinstance(port, int | float) and not isinstance(port, bool) and port == int(port):
             ports.append(int(port))
     return ports
 
 
 def first_address(gateway: dict) -> str | None:
-    addresses = (gateway.get("status") or {}).get("addresses") or []
-    for address in addresses if isinstance(addresses, list) else []:
+    for address in fieldpath.items(gateway, "status.addresses"):
         value = address.get("value") if isinstance(address, dict) else None
         if isinstance(value, str) and value:
             return value

@@ -130,10 +130,10 @@ def _disabled(spec: TCPAccess) -> StepResult:
 
 
 def _tenant(spec: TCPAccess, request: StepRequest) -> Tenant:
-    metadata = request.xr.get("metadata") if isinstance(request.xr.get("metadata"), dict) else {}
+    metadata = fieldpath.mapping(request.xr, "metadata")
     name = metadata.get("name")
     if not isinstance(name, str) or not name:
-        raise InputError("the observed XR has no metadata.name")
+        raise InputError("metadata.name: the observed XR has no name")
     uid = metadata.get("uid")
     # `crossplane render` XRs often have no UID; the name then stands in for it.
     identity = uid if isinstance(uid, str) and uid else name
@@ -154,8 +154,7 @@ def _tenant(spec: TCPAccess, request: StepRequest) -> Tenant:
     if spec.wrap is not None:
         provider_config = spec.wrap.providerConfigName
         if spec.wrap.providerConfigFromLabel:
-            xr_labels = metadata.get("labels") if isinstance(metadata.get("labels"), dict) else {}
-            value = xr_labels.get(spec.wrap.providerConfigFromLabel)
+            value = fieldpath.mapping(metadata, "labels").get(spec.wrap.providerConfigFromLabel)
             if isinstance(value, str) and value:
                 provider_config = value
     return Tenant(name, identity, provider_config, Backend(namespace, service, selector))
@@ -212,7 +211,7 @@ def _ready(key: str, observed: dict | None, tenant: Tenant, wrapped: bool) -> bo
     if obj is None:
         return False
     if key.startswith(CLAIM_KEY_PREFIX):
-        return (obj.get("spec") or {}).get("holderIdentity") == tenant.identity
+        return fieldpath.get(obj, "spec.holderIdentity", None) == tenant.identity
     if key == LISTENERSET_KEY:
         return readiness.listener_set_ready(obj)
     if key == ROUTE_KEY:

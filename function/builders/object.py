@@ -4,6 +4,7 @@ The Object carries the wrapped object's name and labels, so the Object's cluster
 the lock for the object inside it (the provider does not check who owns what it wraps).
 """
 
+from function import fieldpath
 from function.claims import OBJECT_API
 
 
@@ -27,5 +28,5 @@ def wrap(manifest: dict, *, provider_config: str) -> dict:
 
 def unwrap(obj: dict) -> dict | None:
     """What the provider last saw in the cluster for this Object, status included."""
-    manifest = ((obj.get("status") or {}).get("atProvider") or {}).get("manifest")
+    manifest = fieldpath.get(obj, "status.atProvider.manifest", None)
     return manifest if isinstance(manifest, dict) else None
