@@ -12,11 +12,14 @@ from crossplane.function.proto.v1 import run_function_pb2 as fnv1
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from function import fn, tenant
+from function import fn, pool, tenant
+from function.inputs import TCPAccess
 from tests import stats
 from tests.factories import NS, claim, gateway
 
 EXAMPLES = int(os.environ.get("TCP_ACCESS_FUZZ_EXAMPLES", "10000"))
+TENANT_EXAMPLES = EXAMPLES * 4 // 5
+POOL_EXAMPLES = EXAMPLES - TENANT_EXAMPLES
 
 VALID_INPUT = {
     "apiVersion": "tcp.fn.servala.io/v1alpha1",
@@ -27,21 +30,44 @@ VALID_INPUT = {
     "connectionDetails": {"host": "HOST", "port": "PORT"},
 }
 
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**40), max_value=2**40),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=20),
-    st.text(alphabet="abcdefghijklmnopqrstuvwxyz-0123456789.", min_size=60, max_size=300),
-    st.sampled_from(["", "0", "10000-10009", "ten", "💥", "a" * 64, "{metadata.name}"]),
-)
-junk = st.recursive(
-    scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
-    ),
-    max_leaves=8,
+# Pre-built odd values: drawing one costs a single choice, so 10,000 cases stay fast.
+ODD_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    65536,
+    2**40,
+    0.5,
+    5432.0,
+    1e300,
+    "",
+    "0",
+    "true",
+    "10000-10009",
+    "10009-10000",
+    "ten",
+    "💥",
+    "ünïcödé",
+    "a" * 64,
+    "b" * 300,
+    "UPPER_case",
+    "{metadata.name}",
+    "{does.not.exist}",
+    [],
+    [None],
+    [1, "x", {"a": []}],
+    {},
+    {"spec": "x"},
+    {"metadata": []},
+    {"a": {"b": {"c": {"d": [1, 2, {"e": None}]}}}},
+]
+junk = st.one_of(
+    st.sampled_from(ODD_VALUES),
+    st.integers(min_value=-(2**31), max_value=2**31),
+    st.text(max_size=12),
 )
 INPUT_PATHS = [
     ("pool",),
@@ -64,12 +90,32 @@ INPUT_PATHS = [
 ]
 
 
+# Strategies are built once: building them per draw costs more than the function call.
+BOOL = st.booleans()
+FEW = st.integers(0, 4)
+SHARD_INDEX = st.integers(1, 4)
+SHARD_INDEXES = st.lists(st.integers(1, 5), max_size=3, unique=True)
+NEAR_PORTS = st.integers(9990, 10050)
+PARTS = st.sampled_from(["metadata", "spec", "status", "kind", "labels", "annotations"])
+LOOKED_UP_KINDS = st.sampled_from(["gateway", "claim", "wrapped", "junk", "other"])
+JUNK_MAP = st.dictionaries(st.text(max_size=8), junk, max_size=3)
+OBSERVED_KEYS = st.lists(st.sampled_from([*tenant.DATA_PATH_KEYS, "tcp-claim-10003"]), max_size=3)
+REQUEST_FIELDS = st.sampled_from(["required_resources", "extra_resources"])
+MUTATED_PATHS = st.lists(st.sampled_from(INPUT_PATHS), max_size=2)
+UIDS = st.one_of(st.just("uid-1"), st.text(max_size=40))
+XR_NAMES = st.one_of(
+    st.just("pg-abc12"),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=63),
+    st.text(max_size=80),
+)
+
+
 @st.composite
 def inputs(draw):
     data = {**VALID_INPUT, "backend": dict(VALID_INPUT["backend"])}
-    if draw(st.booleans()):
+    if draw(BOOL):
         data["wrap"] = {"providerConfigName": "kubernetes"}
-    for path in draw(st.lists(st.sampled_from(INPUT_PATHS), max_size=2)):
+    for path in draw(MUTATED_PATHS):
         target = data
         for part in path[:-1]:
             target = target.setdefault(part, {}) if isinstance(target.get(part), dict) else {}
@@ -79,30 +125,24 @@ def inputs(draw):
 
 @st.composite
 def xrs(draw):
-    name = draw(
-        st.one_of(
-            st.just("pg-abc12"),
-            st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=63),
-            st.text(max_size=80),
-        )
-    )
-    metadata = {"name": name, "uid": draw(st.one_of(st.just("uid-1"), st.text(max_size=40)))}
-    if draw(st.booleans()):
-        metadata["labels"] = draw(st.dictionaries(st.text(max_size=10), junk, max_size=2))
+    name = draw(XR_NAMES)
+    metadata = {"name": name, "uid": draw(UIDS)}
+    if draw(BOOL):
+        metadata["labels"] = draw(JUNK_MAP)
     xr = {"apiVersion": "x/v1", "kind": "XDB", "metadata": metadata}
-    if draw(st.booleans()):
+    if draw(BOOL):
         xr["spec"] = draw(junk)
-    if draw(st.booleans()):
+    if draw(BOOL):
         xr["status"] = {"tcpAccess": draw(junk)}
     return xr
 
 
 def mangled(obj, draw):
     """A valid object with a random part replaced by junk."""
-    if not draw(st.booleans()):
+    if not draw(BOOL):
         return obj
     obj = {**obj, "metadata": dict(obj["metadata"])}
-    part = draw(st.sampled_from(["metadata", "spec", "status", "kind", "labels", "annotations"]))
+    part = draw(PARTS)
     if part in ("labels", "annotations"):
         obj["metadata"][part] = draw(junk)
     else:
@@ -113,18 +153,18 @@ def mangled(obj, draw):
 @st.composite
 def looked_up(draw):
     objects = []
-    for _ in range(draw(st.integers(0, 4))):
-        kind = draw(st.sampled_from(["gateway", "claim", "wrapped", "junk", "other"]))
+    for _ in range(draw(FEW)):
+        kind = draw(LOOKED_UP_KINDS)
         if kind == "gateway":
-            objects.append(mangled(gateway(draw(st.integers(1, 4))), draw))
+            objects.append(mangled(gateway(draw(SHARD_INDEX)), draw))
         elif kind == "claim":
-            objects.append(mangled(claim(draw(st.integers(9990, 10050))), draw))
+            objects.append(mangled(claim(draw(NEAR_PORTS)), draw))
         elif kind == "wrapped":
-            objects.append(mangled(claim(draw(st.integers(9990, 10050)), wrapped=True), draw))
+            objects.append(mangled(claim(draw(NEAR_PORTS), wrapped=True), draw))
         elif kind == "other":
             objects.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}})
         else:
-            objects.append(draw(st.dictionaries(st.text(max_size=8), junk, max_size=3)))
+            objects.append(draw(JUNK_MAP))
     return objects
 
 
@@ -134,16 +174,16 @@ def requests(draw):
     req = fnv1.RunFunctionRequest(input=resource.dict_to_struct(draw(inputs())))
     req.observed.composite.resource.update(xr)
     uid = xr["metadata"]["uid"]
-    keys = draw(st.lists(st.sampled_from([*tenant.DATA_PATH_KEYS, "tcp-claim-10003"]), max_size=3))
+    keys = draw(OBSERVED_KEYS)
     for key in keys:
         if key.startswith("tcp-claim-"):
-            obj = claim(10003, holder=draw(st.sampled_from([uid, "other"])))
+            obj = claim(10003, holder=(uid if draw(BOOL) else "other"))
         else:
             obj = {"apiVersion": "v1", "kind": "Thing", "metadata": {"name": key}}
         req.observed.resources[key].resource.update(mangled(obj, draw))
     for name in ("tcp-gateways-accepting", "tcp-gateways", "tcp-claims-shard-1"):
-        if draw(st.booleans()):
-            field = draw(st.sampled_from(["required_resources", "extra_resources"]))
+        if draw(BOOL):
+            field = draw(REQUEST_FIELDS)
             items = getattr(req, field)[name]
             items.SetInParent()
             for obj in draw(looked_up()):
@@ -155,14 +195,17 @@ LOOP = asyncio.new_event_loop()
 RUNNER = fn.FunctionRunner()
 
 
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=list(HealthCheck),
-)
-@given(requests())
-def test_any_request_gets_an_answer_and_nothing_is_dropped(req):
+def fuzz_settings(examples: int):
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+
+
+def run(req):
     rsp = LOOP.run_until_complete(RUNNER.RunFunction(req, None))
     stats.count("fuzzed requests")
     fatal = [r for r in rsp.results if r.severity == fnv1.Severity.SEVERITY_FATAL]
@@ -171,11 +214,18 @@ def test_any_request_gets_an_answer_and_nothing_is_dropped(req):
         message = fatal[0].message
         assert ":" in message and "internal error" not in message, message
         assert not rsp.desired.resources  # a Fatal changes nothing
+    return rsp, bool(fatal)
+
+
+@fuzz_settings(TENANT_EXAMPLES)
+@given(requests())
+def test_any_tenant_request_gets_an_answer_and_nothing_is_dropped(req):
+    rsp, fatal = run(req)
+    if fatal:
         return
-    spec = resource.struct_to_dict(req.input)
-    disabled = spec.get("enabled") is False or "enabledFromFieldPath" in spec
-    if disabled:
-        return
+    spec = TCPAccess.model_validate(resource.struct_to_dict(req.input))
+    if not spec.enabled or spec.enabledFromFieldPath:
+        return  # turned off: the one case where resources go away
     for key in req.observed.resources:
         if key in rsp.desired.resources:
             continue
@@ -183,3 +233,64 @@ def test_any_request_gets_an_answer_and_nothing_is_dropped(req):
         # claim this XR holds but does not use.
         assert key == tenant.REFERENCEGRANT_KEY or key.startswith(tenant.CLAIM_KEY_PREFIX), key
         assert "tcp-listenerset" in rsp.desired.resources, key
+
+
+VALID_POOL = {
+    "apiVersion": "tcp.fn.servala.io/v1alpha1",
+    "kind": "GatewayPool",
+    "pool": "postgresql",
+    "namespace": NS,
+    "gatewayClassName": "envoy-gateway",
+    "provider": "exoscale",
+    "ports": "10000-10499",
+    "hostname": "db{index}.example.ch",
+}
+POOL_FIELDS = [
+    "pool",
+    "namespace",
+    "provider",
+    "capacity",
+    "ports",
+    "hostname",
+    "minShards",
+    "maxShards",
+    "headroom",
+    "allowedListenerNamespaces",
+    "infrastructure",
+    "statusPath",
+    "wrap",
+    "typo",
+]
+
+
+MUTATED_POOL_FIELDS = st.lists(st.sampled_from(POOL_FIELDS), max_size=2)
+
+
+@st.composite
+def pool_requests(draw):
+    data = dict(VALID_POOL)
+    for name in draw(MUTATED_POOL_FIELDS):
+        data[name] = draw(junk)
+    req = fnv1.RunFunctionRequest(input=resource.dict_to_struct(data))
+    req.observed.composite.resource.update(draw(xrs()))
+    for index in draw(SHARD_INDEXES):
+        obj = gateway(index)
+        req.observed.resources[pool.gateway_key(index)].resource.update(mangled(obj, draw))
+    if draw(BOOL):
+        items = req.required_resources[pool.CLAIMS]
+        items.SetInParent()
+        for obj in draw(looked_up()):
+            items.items.add().resource.update(obj)
+    return req
+
+
+@fuzz_settings(POOL_EXAMPLES)
+@given(pool_requests())
+def test_any_pool_request_gets_an_answer_and_keeps_shards_on_a_partial_view(req):
+    rsp, fatal = run(req)
+    claims = req.required_resources.get(pool.CLAIMS)
+    if fatal or (claims is not None and claims.items):
+        return
+    # Claims unread or none seen: every Gateway the pool has stays.
+    for key in req.observed.resources:
+        assert key in rsp.desired.resources, key
