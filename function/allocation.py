@@ -4,11 +4,12 @@ Per reconcile of a tenant XR:
 
 1. Sticky: a claim the XR controls and holds *is* the allocation. Nothing moves it.
 2. Claim first: otherwise look up the pool's accepting shards, then the claims of a few
-   candidate shards, and pick the first free port of the lowest shard with room, starting
-   at an offset hashed from the XR's UID. Only the claim is emitted this time.
+   candidate shards, and pick a free port of the lowest shard with room, at an offset
+   hashed from the XR's UID into its free ports. Only the claim is emitted this time.
 3. Use: the next reconcile observes the claim as held (rule 1) and builds the data path.
 4. Lost race: a claim another XR got first never shows up as observed; we just claim again
-   from a fresher view.
+   from a fresher view. A retry spreads out: it starts at a shard of its own among those
+   with room and picks among the free ports of all candidate shards.
 5. Pool full / no shards: nothing new is emitted.
 6. Partial view: while a lookup is unresolved the decision is PENDING and the caller keeps
    everything the XR already has.
@@ -52,6 +53,16 @@ class Requirement:
     match_labels: dict[str, str]
     namespace: str | None = None
 
+    def matches(self, obj: dict) -> bool:
+        """Whether Crossplane would return `obj` for this selector (v2 semantics)."""
+        if obj.get("apiVersion") != self.api_version or obj.get("kind") != self.kind:
+            return False
+        metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        if self.namespace is not None and metadata.get("namespace") != self.namespace:
+            return False
+        found = metadata.get("labels") if isinstance(metadata.get("labels"), dict) else {}
+        return all(found.get(k) == v for k, v in self.match_labels.items())
+
 
 @dataclass(frozen=True)
 class Pool:
@@ -69,7 +80,7 @@ class Pool:
         return Requirement(name, GATEWAY_API, "Gateway", self.labels(**extra), self.namespace)
 
     def claims(self, index: int) -> Requirement:
-        match = self.labels(**{labels.SHARD: str(index)})
+        match = self.labels(**{labels.SHARD: str(index), labels.ROLE: labels.CLAIM_ROLE})
         name = claims_requirement(index)
         if self.wrapped:
             return Requirement(name, claimlib.OBJECT_API, "Object", match)
@@ -103,31 +114,27 @@ class Decision:
 
 
 def start_offset(identity: str, size: int) -> int:
-    """Where in a shard's range an XR starts looking: spreads concurrent new tenants."""
+    """A stable pseudo-random index in [0, size) for this XR (and attempt)."""
     return int(digest(identity, 12), 16) % size
 
 
-def free_port(shard: Shard, shard_claims: list[claimlib.Claim], taken: set[int], identity: str):
-    """The first free port at or after the XR's offset, or None when the shard is full."""
-    holders = {c.port for c in shard_claims}
-    if len(holders) >= shard.tenant_slots:
-        return None
-    ports = shard.ports()
-    start = start_offset(identity, len(ports))
+def free_ports(shard: Shard, shard_claims: list[claimlib.Claim], taken: set[int]) -> list[int]:
+    """The ports a new tenant may claim on this shard; none when its slots are used up."""
+    if len({c.port for c in shard_claims}) >= shard.tenant_slots:
+        return []
     blocked = taken | shard.own_ports
-    for step in range(len(ports)):
-        port = ports[(start + step) % len(ports)]
-        if port not in blocked:
-            return port
-    return None
+    return [port for port in shard.ports() if port not in blocked]
 
 
-def decide(pool: Pool, identity: str, held: claimlib.Claim | None, lookups: dict) -> Decision:
+def decide(
+    pool: Pool, identity: str, held: claimlib.Claim | None, lookups: dict, attempt: int = 1
+) -> Decision:
     """Run the protocol for one XR. `lookups` maps requirement name -> list of objects;
-    a missing name means Crossplane has not resolved that requirement yet."""
+    a missing name means Crossplane has not resolved that requirement yet. `attempt` counts
+    this XR's claims in a row that did not come back as held (lost races)."""
     if held is not None:
         return _sticky(pool, held, lookups)
-    return _claim_first(pool, identity, lookups)
+    return _claim_first(pool, identity, lookups, attempt)
 
 
 def _sticky(pool: Pool, held: claimlib.Claim, lookups: dict) -> Decision:
@@ -155,18 +162,27 @@ def _sticky(pool: Pool, held: claimlib.Claim, lookups: dict) -> Decision:
     return decision
 
 
-def _claim_first(pool: Pool, identity: str, lookups: dict) -> Decision:
+def _claim_first(pool: Pool, identity: str, lookups: dict, attempt: int) -> Decision:
     decision = Decision(Phase.PENDING)
     shards = _pool_shards(pool, lookups, decision)
     if shards is None:
         return decision
     if not shards:
-        decision.phase = Phase.NO_SHARDS
+        if decision.phase is not Phase.POOL_FULL:
+            decision.phase = Phase.NO_SHARDS
         return decision
 
     # Shards the pool step marked as having room come first, lowest index first; the hint
     # only orders the search, the claims decide.
     ordered = sorted(shards, key=lambda s: (not s.hinted_free, s.index))
+    seed = identity if attempt <= 1 else f"{identity}/{attempt}"
+    if attempt > 1:
+        # This XR lost a race: others are claiming at the same time from the same view.
+        # Start the search at a shard of its own among those with room, and choose among
+        # the free ports of the whole window, so the contenders spread out.
+        roomy = sum(1 for s in ordered if s.hinted_free) or len(ordered)
+        turn = start_offset(seed, roomy)
+        ordered = ordered[turn:roomy] + ordered[:turn] + ordered[roomy:]
     for window in range(MAX_WINDOWS):
         candidates = ordered[window * WINDOW : (window + 1) * WINDOW]
         if not candidates:
@@ -174,19 +190,26 @@ def _claim_first(pool: Pool, identity: str, lookups: dict) -> Decision:
         views = [_claims_view(pool, shard, shards, lookups, decision) for shard in candidates]
         if any(view is None for view in views):
             return decision
-        for shard, (own, taken) in zip(candidates, views, strict=True):
-            port = free_port(shard, own, taken, identity)
-            if port is not None:
-                decision.phase = Phase.CLAIM
-                decision.shard = shard
-                decision.allocation = Allocation(
-                    shard=shard.index,
-                    port=port,
-                    gateway=shard.gateway,
-                    hostname=shard.hostname,
-                    claim_name=claimlib.claim_name(pool.name, port),
-                )
-                return decision
+        slots = [
+            (shard, port)
+            for shard, (own, taken) in zip(candidates, views, strict=True)
+            for port in free_ports(shard, own, taken)
+        ]
+        if attempt <= 1 and slots:
+            # First try: fill the lowest shard with room, at a port of this XR's own.
+            slots = [slot for slot in slots if slot[0] is slots[0][0]]
+        if slots:
+            shard, port = slots[start_offset(seed, len(slots))]
+            decision.phase = Phase.CLAIM
+            decision.shard = shard
+            decision.allocation = Allocation(
+                shard=shard.index,
+                port=port,
+                gateway=shard.gateway,
+                hostname=shard.hostname,
+                claim_name=claimlib.claim_name(pool.name, port),
+            )
+            return decision
     decision.phase = Phase.POOL_FULL
     return decision
 
@@ -206,7 +229,10 @@ def _pool_shards(pool: Pool, lookups: dict, decision: Decision) -> list[Shard] |
     shards = _shards(pool, lookups.get(everything.name), decision.warnings)
     if shards is None:
         return None
-    return [s for s in shards if s.accepting is not False]
+    open_shards = [s for s in shards if s.accepting is not False]
+    if shards and not open_shards:
+        decision.phase = Phase.POOL_FULL  # shards exist, and every one says it is full
+    return open_shards
 
 
 def _shards(pool: Pool, objects: list[dict] | None, warnings: list[str]) -> list[Shard] | None:

@@ -296,7 +296,11 @@ class GatewayPool(_Model):
     hostname: str = Field(description="DNS name per shard, with {index} (from 1).")
     minShards: int = Field(default=1, ge=0)
     maxShards: int = Field(default=50, ge=1)
-    headroom: int = Field(default=5, ge=0, description="Free tenant slots to keep.")
+    headroom: int = Field(
+        default=5,
+        ge=1,
+        description="Free tenant slots to keep (at least 1: a pool with none left grows).",
+    )
     allowedListenerNamespaces: ListenerNamespaces = Field(default_factory=ListenerNamespaces)
     infrastructure: Infrastructure = Field(default_factory=Infrastructure)
     statusPath: str = Field(default="status.pool", description="Where the pool reports.")

@@ -10,6 +10,9 @@ SHARD = f"{PREFIX}/shard"
 ACCEPTING = f"{PREFIX}/accepting"
 PORT = f"{PREFIX}/port"
 OWNER = f"{PREFIX}/owner"
+ROLE = f"{PREFIX}/role"  # "claim" on claims: lookups select on it, so wrapped Gateways,
+# listeners and routes (which carry the pool label too) never come back as claims
+CLAIM_ROLE = "claim"
 
 HOSTNAME = f"{PREFIX}/hostname"
 PORTS = f"{PREFIX}/ports"

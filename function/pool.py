@@ -53,7 +53,7 @@ class Usage:
 
 
 def claims_requirement(spec: GatewayPool) -> Requirement:
-    match = {labels.POOL: spec.pool}
+    match = {labels.POOL: spec.pool, labels.ROLE: labels.CLAIM_ROLE}
     if spec.wrap is not None:
         return Requirement(CLAIMS, claimlib.OBJECT_API, "Object", match)
     return Requirement(CLAIMS, claimlib.LEASE_API, "Lease", match, spec.namespace)
@@ -175,7 +175,9 @@ def _usage(spec: GatewayPool, objects: list, result: StepResult) -> Usage:
     return usage
 
 
-def _shard_count(spec, usage: Usage, observed: dict, *, complete: bool, result) -> int:
+def _shard_count(
+    spec, usage: Usage, observed: dict, *, complete: bool, result
+) -> tuple[int, set[int]]:
     slots = spec.shard_capacity - 1
 
     def free(count: int) -> int:

@@ -83,7 +83,9 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
         ),
     )
     held, not_held = _observed_claims(request, tenant, wrapped)
-    decision = allocation.decide(pool, tenant.identity, held, request.lookups)
+    decision = allocation.decide(
+        pool, tenant.identity, held, request.lookups, claim_attempt(spec, request)
+    )
 
     result = StepResult(status_path=spec.statusPath, requirements=decision.requirements)
     result.results.extend(Result(WARNING, w) for w in decision.warnings)
@@ -105,6 +107,16 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
             Result(WARNING, f"claim {key} is composed by this XR but held by someone else")
         )
     return result
+
+
+def claim_attempt(spec: TCPAccess, request: StepRequest) -> int:
+    """Which claim in a row this is: the XR's status remembers a claim that never came back
+    as held (another XR got that port first)."""
+    previous = fieldpath.mapping(request.xr, spec.statusPath)
+    tried = previous.get("claimAttempts")
+    if previous.get("phase") != "Claiming" or not isinstance(tried, int | float):
+        return 1
+    return max(1, min(int(tried), 1000)) + 1
 
 
 def enabled(spec: TCPAccess, request: StepRequest) -> bool:
@@ -354,6 +366,7 @@ def _not_yet(spec, request: StepRequest, tenant: Tenant, decision: Decision, res
         if spec.wrap is not None:
             claim = wrap(claim, provider_config=tenant.provider_config)
         result.resources[claim_key(alloc.port)] = Desired(claim, False)
+        status["claimAttempts"] = claim_attempt(spec, request)
         reason = "Claiming"
         message = f"claiming port {alloc.port} on shard {alloc.shard} ({alloc.gateway})"
     elif decision.phase is Phase.POOL_FULL:

@@ -221,3 +221,24 @@ def test_static_shards_sharing_one_range_never_pick_a_port_claimed_on_another_sh
     available["tcp-claims-shard-1"] = [claim(p, shard=1) for p in (10000, 10001)]
     decision, _ = run_loop(pool, "uid-x", None, available)
     assert decision.allocation.port in (10002, 10003)
+
+
+def test_every_shard_saying_it_is_full_is_pool_full_not_no_shards():
+    available = {
+        "tcp-gateways-accepting": [],
+        "tcp-gateways": [gateway(1, accepting=False), gateway(2, accepting=False)],
+    }
+    decision, _ = run_loop(POOL, "uid-x", None, available)
+    assert decision.phase is Phase.POOL_FULL
+
+
+def test_claim_lookups_select_on_the_claim_role():
+    # Wrapped Gateways, listeners and routes carry the pool label too: only claims match.
+    pool = Pool(name="postgresql", namespace=NS, wrapped=True)
+    decision, _ = run_loop(pool, "uid-x", None, {"tcp-gateways-accepting": [gateway(1)]})
+    [read] = [r for r in decision.requirements if r.kind == "Object"]
+    assert read.match_labels[labels.ROLE] == labels.CLAIM_ROLE
+    assert read.matches(claim(10001, wrapped=True))
+    from function.builders.object import wrap
+
+    assert not read.matches(wrap(gateway(1), provider_config="kubernetes"))

@@ -74,7 +74,7 @@ def test_new_tenant_emits_only_its_claim():
     assert desired.resource["spec"]["holderIdentity"] == "uid-pg-abc12"
     assert desired.ready is False
     assert (condition(result).status, condition(result).reason) == ("False", "Claiming")
-    assert result.status == {"phase": "Claiming"}
+    assert result.status == {"phase": "Claiming", "claimAttempts": 1}
     assert result.connection == {}
 
 

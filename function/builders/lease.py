@@ -23,6 +23,7 @@ def claim(
         labels.SHARD: str(shard),
         labels.PORT: str(port),
         labels.OWNER: label_value(owner),
+        labels.ROLE: labels.CLAIM_ROLE,
     }
     annotations = {labels.GATEWAY: gateway, labels.OWNER_UID: holder}
     if hostname:

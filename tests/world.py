@@ -1,0 +1,229 @@
+"""A platform running function-tcp-access on the pipeline simulator, with checks of the
+promises the tenant step makes: one port per tenant, never two tenants on one port, never
+a lost port."""
+
+import random
+from collections import Counter, defaultdict
+
+from function import labels
+from function.fn import FunctionRunner
+from tests import stats
+from tests.factories import NS, gateway
+from tests.simulator import (
+    Cluster,
+    Crossplane,
+    GatewayController,
+    Grpc,
+    ProviderKubernetes,
+    Step,
+    XRRef,
+)
+
+XR_API, XR_KIND = "vshn.appcat.vshn.io/v1", "XVSHNPostgreSQL"
+POOL = "postgresql"
+LISTENER_SETS = (
+    ("gateway.networking.k8s.io/v1", "ListenerSet"),
+    ("gateway.networking.x-k8s.io/v1alpha1", "XListenerSet"),
+)
+
+
+def tenant_input(*, wrap: bool, flavour: str = "v1.6", placement: str = "Backend", **extra):
+    spec = {
+        "apiVersion": "tcp.fn.servala.io/v1alpha1",
+        "kind": "TCPAccess",
+        "pool": POOL,
+        "gatewayNamespace": NS,
+        "gatewayAPI": flavour,
+        "placement": placement,
+        "listenerName": "postgresql",
+        "backend": {
+            "namespace": "vshn-postgresql-{metadata.name}",
+            "service": "postgresql-rw",
+            "port": 5432,
+            "podSelector": {"cnpg.io/cluster": "postgresql"},
+        },
+        "connectionDetails": {"host": "POSTGRESQL_GATEWAY_HOST", "port": "POSTGRESQL_GATEWAY_PORT"},
+        **extra,
+    }
+    if wrap:
+        spec["wrap"] = {"providerConfigName": "kubernetes"}
+    return spec
+
+
+class World:
+    """Hand-made shards, tenant XRs, Crossplane, provider-kubernetes and a Gateway controller."""
+
+    def __init__(
+        self,
+        *,
+        mode: str = "v2",
+        wrap: bool | None = None,
+        flavour: str = "v1.6",
+        placement: str = "Backend",
+        seed: int = 0,
+        grpc: bool = False,
+        **extra_input,
+    ):
+        self.mode = mode
+        self.wrap = (mode == "v1") if wrap is None else wrap
+        self.cluster = Cluster(seed=seed)
+        self.rng = random.Random(seed)
+        self._grpc = Grpc(FunctionRunner()) if grpc else None
+        self.runner = self._grpc or FunctionRunner()
+        self.input = tenant_input(
+            wrap=self.wrap, flavour=flavour, placement=placement, **extra_input
+        )
+        self.sim = self._crossplane()
+        self.provider = ProviderKubernetes(self.cluster)
+        self.gateways = GatewayController(self.cluster)
+        self.tenants: dict[str, XRRef] = {}
+        self.capacity: dict[str, int] = {}  # gateway name -> listeners allowed
+        self.cluster.ensure_namespace(NS, {})
+
+    def _crossplane(self) -> Crossplane:
+        return Crossplane(
+            self.cluster,
+            mode=self.mode,
+            pipeline=[Step("tcp-access", self.runner, self.input)],
+            rng=self.rng,
+        )
+
+    def close(self):
+        self.sim.close()
+        if self._grpc is not None:
+            self._grpc.close()
+
+    def restart_function(self):
+        """A new function process: nothing survives but the cluster."""
+        xrs = dict(self.tenants)
+        self.sim.close()
+        self.runner = FunctionRunner() if self._grpc is None else self.runner
+        self.sim = self._crossplane()
+        for name in xrs:
+            self.sim._xrs[("", name)] = xrs[name]
+
+    # -- the pool -------------------------------------------------------------------------
+
+    def add_shard(self, index: int, *, capacity: int = 10, **kwargs) -> dict:
+        obj = gateway(index, capacity=capacity, **kwargs)
+        obj["spec"]["allowedListeners"] = {"namespaces": {"from": "All"}}
+        self.cluster.create(obj)
+        self.capacity[obj["metadata"]["name"]] = capacity
+        return obj
+
+    def remove_shard(self, name: str):
+        self.cluster.delete("gateway.networking.k8s.io/v1", "Gateway", name, NS)
+
+    # -- tenants --------------------------------------------------------------------------
+
+    def create_tenant(self, name: str) -> XRRef:
+        self.cluster.ensure_namespace(f"vshn-postgresql-{name}", {})
+        ref = self.sim.create_xr(XR_API, XR_KIND, name, spec={"parameters": {}})
+        self.tenants[name] = ref
+        return ref
+
+    def delete_tenant(self, name: str):
+        self.sim.delete_xr(self.tenants.pop(name))
+        self.controllers()
+
+    def reconcile(self, names=None, *, same_snapshot: bool = False):
+        refs = [self.tenants[n] for n in (names or list(self.tenants))]
+        if same_snapshot:
+            plans = self.sim.reconcile_all(refs, same_snapshot=True)
+        else:
+            plans = [self.sim.reconcile(ref) for ref in refs]
+        stats.count("simulated reconciles", len(plans))
+        for plan in plans:
+            assert not plan.fatal, plan.results
+            assert plan.report is None or plan.report.error is None, plan.report.error
+        return plans
+
+    def controllers(self):
+        self.provider.reconcile()
+        self.gateways.reconcile()
+        self.provider.reconcile()  # carry the new status into the Objects
+
+    def round(self, names=None, *, same_snapshot: bool = False):
+        plans = self.reconcile(names, same_snapshot=same_snapshot)
+        self.controllers()
+        return plans
+
+    def settle(self, rounds: int = 6, names=None):
+        for _ in range(rounds):
+            self.round(names)
+
+    # -- what a user would look at ----------------------------------------------------------
+
+    def xr(self, name: str) -> dict:
+        return self.sim.get_xr(self.tenants[name])
+
+    def status(self, name: str) -> dict:
+        return (self.xr(name).get("status") or {}).get("tcpAccess") or {}
+
+    def condition(self, name: str) -> tuple[str, str]:
+        for c in (self.xr(name).get("status") or {}).get("conditions") or []:
+            if c["type"] == "TCPAccessReady":
+                return c["status"], c.get("reason", "")
+        return "Unknown", ""
+
+    def port(self, name: str) -> int | None:
+        return self.status(name).get("port")
+
+    def ports(self) -> dict[str, int | None]:
+        return {name: self.port(name) for name in self.tenants}
+
+    def claims(self) -> list[dict]:
+        """Claims as stored: Leases (the wrapped ones are created by provider-kubernetes)."""
+        return self.cluster.list("coordination.k8s.io/v1", "Lease", NS, {labels.POOL: POOL})
+
+    def composed(self, name: str) -> dict[str, dict]:
+        """The XR's composed objects by key, as the cluster has them."""
+        xr = self.xr(name)
+        out = {}
+        for ref in self.sim.resource_refs(xr):
+            obj = self.cluster.get(
+                ref["apiVersion"], ref["kind"], ref["name"], ref.get("namespace")
+            )
+            if obj is not None:
+                key = (obj["metadata"].get("annotations") or {}).get(
+                    "crossplane.io/composition-resource-name"
+                )
+                out[key] = obj
+        return out
+
+    def traffic(self) -> dict:
+        return self.gateways.traffic()
+
+    # -- the promises ---------------------------------------------------------------------
+
+    def check(self):
+        """One port per tenant, never two tenants on one port, no shard over capacity."""
+        holders: dict[int, set[str]] = defaultdict(set)
+        for lease in self.claims():
+            holders[int(lease["metadata"]["labels"][labels.PORT])].add(
+                lease["spec"]["holderIdentity"]
+            )
+        assert all(len(h) == 1 for h in holders.values()), holders
+
+        per_gateway: dict[str, Counter] = defaultdict(Counter)
+        for g in self.cluster.list("gateway.networking.k8s.io/v1", "Gateway", NS):
+            for listener in g["spec"].get("listeners") or []:
+                per_gateway[g["metadata"]["name"]][listener["port"]] += 1
+        for api_version, kind in LISTENER_SETS:
+            for ls in self.cluster.list(api_version, kind):
+                parent = ls["spec"]["parentRef"]["name"]
+                for listener in ls["spec"]["listeners"]:
+                    per_gateway[parent][listener["port"]] += 1
+        for name, ports in per_gateway.items():
+            doubled = {p: n for p, n in ports.items() if n > 1}
+            assert not doubled, f"ports listened on twice behind {name}: {doubled}"
+            if name in self.capacity:
+                assert sum(ports.values()) <= self.capacity[name], name
+
+        seen: dict[int, str] = {}
+        for tenant in self.tenants:
+            port = self.port(tenant)
+            if port is None:
+                continue
+            assert port not in seen, f"{tenant} and {seen[port]} both report port {port}"
+            seen[port] = tenant
