@@ -23,8 +23,9 @@ import enum
 from dataclasses import dataclass, field
 
 from function import claims as claimlib
-from function import labels
+from function import labels, legacy
 from function.names import digest
+from function.requirement import Requirement
 from function.shards import Shard, ShardError, from_gateway
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
@@ -44,27 +45,6 @@ def claims_requirement(index: int) -> str:
 
 
 @dataclass(frozen=True)
-class Requirement:
-    """A Crossplane required-resources selector (by labels)."""
-
-    name: str
-    api_version: str
-    kind: str
-    match_labels: dict[str, str]
-    namespace: str | None = None
-
-    def matches(self, obj: dict) -> bool:
-        """Whether Crossplane would return `obj` for this selector (v2 semantics)."""
-        if obj.get("apiVersion") != self.api_version or obj.get("kind") != self.kind:
-            return False
-        metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-        if self.namespace is not None and metadata.get("namespace") != self.namespace:
-            return False
-        found = metadata.get("labels") if isinstance(metadata.get("labels"), dict) else {}
-        return all(found.get(k) == v for k, v in self.match_labels.items())
-
-
-@dataclass(frozen=True)
 class Pool:
     """What the protocol needs to know about the pool from the step's input."""
 
@@ -72,6 +52,7 @@ class Pool:
     namespace: str
     wrapped: bool
     static_shards: list[Shard] | None = None
+    respect_legacy: bool = False  # AppCat's webhook allocates in the same ranges
 
     def labels(self, **extra: str) -> dict[str, str]:
         return {labels.POOL: self.name, **extra}
@@ -104,6 +85,15 @@ class Allocation:
     claim_name: str
 
 
+@dataclass(frozen=True)
+class Adoption:
+    """A port the XR already listens on (another allocator gave it): claim that first."""
+
+    gateway: str
+    port: int
+    listener_set: tuple[str, str]  # (namespace, name) of the XR's own listener set
+
+
 @dataclass
 class Decision:
     phase: Phase
@@ -111,6 +101,16 @@ class Decision:
     shard: Shard | None = None  # the allocation's shard as last seen, if seen
     requirements: list[Requirement] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    conflict: str | None = None  # why the port the XR listens on could not be adopted
+    adopted: bool = False
+
+
+@dataclass
+class ShardView:
+    """One shard as the lookups show it."""
+
+    tenants: set[int] = field(default_factory=set)  # ports counted against its capacity
+    taken: set[int] = field(default_factory=set)  # ports in its range nobody new may claim
 
 
 def start_offset(identity: str, size: int) -> int:
@@ -118,23 +118,28 @@ def start_offset(identity: str, size: int) -> int:
     return int(digest(identity, 12), 16) % size
 
 
-def free_ports(shard: Shard, shard_claims: list[claimlib.Claim], taken: set[int]) -> list[int]:
+def free_ports(shard: Shard, view: ShardView) -> list[int]:
     """The ports a new tenant may claim on this shard; none when its slots are used up."""
-    if len({c.port for c in shard_claims}) >= shard.tenant_slots:
+    if len(view.tenants) >= shard.tenant_slots:
         return []
-    blocked = taken | shard.own_ports
+    blocked = view.taken | shard.own_ports
     return [port for port in shard.ports() if port not in blocked]
 
 
 def decide(
-    pool: Pool, identity: str, held: claimlib.Claim | None, lookups: dict, attempt: int = 1
+    pool: Pool,
+    identity: str,
+    held: claimlib.Claim | None,
+    lookups: dict,
+    attempt: int = 1,
+    adopt: Adoption | None = None,
 ) -> Decision:
     """Run the protocol for one XR. `lookups` maps requirement name -> list of objects;
     a missing name means Crossplane has not resolved that requirement yet. `attempt` counts
     this XR's claims in a row that did not come back as held (lost races)."""
     if held is not None:
         return _sticky(pool, held, lookups)
-    return _claim_first(pool, identity, lookups, attempt)
+    return _claim_first(pool, identity, lookups, attempt, adopt)
 
 
 def _sticky(pool: Pool, held: claimlib.Claim, lookups: dict) -> Decision:
@@ -162,10 +167,16 @@ def _sticky(pool: Pool, held: claimlib.Claim, lookups: dict) -> Decision:
     return decision
 
 
-def _claim_first(pool: Pool, identity: str, lookups: dict, attempt: int) -> Decision:
+def _claim_first(
+    pool: Pool, identity: str, lookups: dict, attempt: int, adopt: Adoption | None
+) -> Decision:
     decision = Decision(Phase.PENDING)
+    old = _legacy(pool, lookups, decision, adopt)
+    if adopt is not None and _adopt(pool, lookups, decision, adopt, old):
+        return decision
     shards = _pool_shards(pool, lookups, decision)
-    if shards is None:
+    if shards is None or (pool.respect_legacy and old is None):
+        decision.phase = Phase.PENDING
         return decision
     if not shards:
         if decision.phase is not Phase.POOL_FULL:
@@ -187,31 +198,80 @@ def _claim_first(pool: Pool, identity: str, lookups: dict, attempt: int) -> Deci
         candidates = ordered[window * WINDOW : (window + 1) * WINDOW]
         if not candidates:
             break
-        views = [_claims_view(pool, shard, shards, lookups, decision) for shard in candidates]
+        views = [_shard_view(pool, shard, shards, lookups, decision, old) for shard in candidates]
         if any(view is None for view in views):
             return decision
         slots = [
             (shard, port)
-            for shard, (own, taken) in zip(candidates, views, strict=True)
-            for port in free_ports(shard, own, taken)
+            for shard, view in zip(candidates, views, strict=True)
+            for port in free_ports(shard, view)
         ]
         if attempt <= 1 and slots:
             # First try: fill the lowest shard with room, at a port of this XR's own.
             slots = [slot for slot in slots if slot[0] is slots[0][0]]
         if slots:
             shard, port = slots[start_offset(seed, len(slots))]
-            decision.phase = Phase.CLAIM
-            decision.shard = shard
-            decision.allocation = Allocation(
-                shard=shard.index,
-                port=port,
-                gateway=shard.gateway,
-                hostname=shard.hostname,
-                claim_name=claimlib.claim_name(pool.name, port),
-            )
+            _claim(pool, decision, shard, port)
             return decision
     decision.phase = Phase.POOL_FULL
     return decision
+
+
+def _claim(pool: Pool, decision: Decision, shard: Shard, port: int) -> None:
+    decision.phase = Phase.CLAIM
+    decision.shard = shard
+    decision.allocation = Allocation(
+        shard=shard.index,
+        port=port,
+        gateway=shard.gateway,
+        hostname=shard.hostname,
+        claim_name=claimlib.claim_name(pool.name, port),
+    )
+
+
+def _adopt(pool: Pool, lookups: dict, decision: Decision, adopt: Adoption, old) -> bool:
+    """Claim the port the XR already listens on, if it is on a shard and nobody holds it.
+
+    Returns True when decided (claim, or pending); False to allocate afresh."""
+    if pool.static_shards is not None:
+        shards: list[Shard] | None = pool.static_shards
+    else:
+        everything = pool.gateways(ALL_GATEWAYS)
+        decision.requirements.append(everything)
+        shards = _shards(pool, lookups.get(everything.name), decision.warnings)
+    if shards is None:
+        return True
+    shard = next((s for s in shards if s.gateway == adopt.gateway), None)
+    if shard is None:
+        decision.warnings.append(
+            f"the XR listens on port {adopt.port} of {adopt.gateway}, which is not a shard of "
+            f"pool {pool.name}; allocating afresh"
+        )
+        return False
+    view = _shard_view(pool, shard, shards, lookups, decision, old, port_range=(adopt.port,) * 2)
+    if view is None or (pool.respect_legacy and old is None):
+        return True
+    if adopt.port in view.taken:
+        decision.conflict = (
+            f"port {adopt.port} on {adopt.gateway}, which this XR listens on, is held by "
+            "another tenant; allocating afresh"
+        )
+        return False
+    if not shard.port_start <= adopt.port <= shard.port_end:
+        decision.warnings.append(
+            f"adopted port {adopt.port} lies outside shard {shard.index}'s range "
+            f"{shard.port_start}-{shard.port_end}; it is kept and counts against its capacity"
+        )
+    _claim(pool, decision, shard, adopt.port)
+    decision.adopted = True
+    return True
+
+
+def _legacy(pool: Pool, lookups: dict, decision: Decision, adopt: Adoption | None):
+    if not pool.respect_legacy:
+        return legacy.Legacy()
+    decision.requirements.extend(legacy.REQUIREMENTS)
+    return legacy.read(lookups, adopt.listener_set if adopt else None)
 
 
 def _pool_shards(pool: Pool, lookups: dict, decision: Decision) -> list[Shard] | None:
@@ -275,21 +335,27 @@ def _kind(obj: object) -> str:
     return str(obj.get("kind", "object")) if isinstance(obj, dict) else type(obj).__name__
 
 
-def _claims_view(pool: Pool, shard: Shard, shards: list[Shard], lookups: dict, decision):
-    """(claims on this shard, ports taken in its range by any claim), or None if unresolved.
+def _shard_view(
+    pool: Pool,
+    shard: Shard,
+    shards: list[Shard],
+    lookups: dict,
+    decision: Decision,
+    old: legacy.Legacy | None,
+    port_range: tuple[int, int] | None = None,
+) -> ShardView | None:
+    """What the claims (and the webhook's allocations) say of one shard; None if unresolved.
 
     Shards may share a port range (static shards, AppCat's single global range): a port is
     then unique per pool through the claim's name, so the claims of every overlapping
-    shard are read too.
+    shard are read too. `port_range` widens "taken" to ports outside the shard's slice.
     """
+    start, end = port_range or (shard.port_start, shard.port_end)
+    start, end = min(start, shard.port_start), max(end, shard.port_end)
     overlapping = [
-        s
-        for s in shards
-        if s.index == shard.index
-        or (s.port_start <= shard.port_end and shard.port_start <= s.port_end)
+        s for s in shards if s.index == shard.index or (s.port_start <= end and start <= s.port_end)
     ]
-    taken: set[int] = set()
-    own: list[claimlib.Claim] = []
+    view = ShardView()
     resolved = True
     for other in overlapping:
         requirement = pool.claims(other.index)
@@ -300,11 +366,15 @@ def _claims_view(pool: Pool, shard: Shard, shards: list[Shard], lookups: dict, d
             resolved = False
             continue
         for claim in found:
-            if claim.shard == other.index and shard.port_start <= claim.port <= shard.port_end:
-                taken.add(claim.port)
+            if claim.shard == other.index and start <= claim.port <= end:
+                view.taken.add(claim.port)
             if other.index == shard.index and claim.shard == shard.index:
-                own.append(claim)
-    return (own, taken) if resolved else None
+                view.tenants.add(claim.port)
+    if not resolved or old is None:
+        return None
+    view.taken |= old.taken(start, end)
+    view.tenants |= old.behind(shard.namespace, shard.gateway)
+    return view
 
 
 def _claims(pool: Pool, objects: list[dict] | None, warnings: list[str]):

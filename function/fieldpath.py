@@ -38,14 +38,17 @@ def get(obj: Any, path: str, default: Any = _MISSING) -> Any:
 
 
 def set_value(obj: dict, path: str, value: Any) -> None:
-    """Set `path` to `value`, creating the objects on the way."""
+    """Set `path` to `value`, creating the objects on the way; never overwrite a field that
+    is not an object to get there (TypeError)."""
     parts = split(path)
     current = obj
-    for part in parts[:-1]:
+    for number, part in enumerate(parts[:-1]):
         child = current.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            current[part] = child
+        if child is None:
+            child = current[part] = {}
+        elif not isinstance(child, dict):
+            where = ".".join(parts[: number + 1])
+            raise TypeError(f"{where} is a {type(child).__name__}, not an object")
         current = child
     current[parts[-1]] = value
 

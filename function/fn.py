@@ -32,12 +32,11 @@ class FunctionRunner(grpcv1.FunctionRunnerServiceServicer):
     ) -> fnv1.RunFunctionResponse:
         rsp = response.to(req)
         try:
-            result = run(req)
+            write(rsp, run(req))
         except Exception as err:  # an escaping exception would be a gRPC error: report it
             self.log.exception("unexpected error")
+            rsp = response.to(req)  # drop whatever was half written
             response.fatal(rsp, f"internal error in function-tcp-access: {err!r}")
-            return rsp
-        write(rsp, result)
         return rsp
 
 
@@ -79,6 +78,10 @@ def read(req: fnv1.RunFunctionRequest) -> StepRequest:
         },
         lookups=lookups,
         connection=dict(req.observed.composite.connection_details),
+        desired={
+            key: resource.struct_to_dict(r.resource) for key, r in req.desired.resources.items()
+        },
+        desired_connection=dict(req.desired.composite.connection_details),
     )
 
 
@@ -105,9 +108,13 @@ def write(rsp: fnv1.RunFunctionResponse, result: StepResult) -> None:
         resource.update(target, desired.resource)
         if desired.ready is not None:
             target.ready = fnv1.Ready.READY_TRUE if desired.ready else fnv1.Ready.READY_FALSE
+    paths = dict(result.composite)
     if result.status_path and result.status is not None:
+        paths[result.status_path] = result.status
+    if paths:
         composite = resource.struct_to_dict(rsp.desired.composite.resource)
-        fieldpath.set_value(composite, result.status_path, result.status)
+        for path, value in paths.items():
+            fieldpath.set_value(composite, path, value)
         rsp.desired.composite.resource.Clear()
         rsp.desired.composite.resource.update(composite)
     for key, value in result.connection.items():

@@ -106,18 +106,96 @@ class StaticGateway(_Model):
         return parse_port_range(self.ports)
 
 
+def _secret_key(value: str) -> str:
+    if not SECRET_KEY.match(value):
+        raise ValueError(f"{value!r} is not a valid Secret key ([-._a-zA-Z0-9]+)")
+    return value
+
+
 class ConnectionDetailKeys(_Model):
     """Connection detail keys to publish; an omitted key is not published."""
 
     host: str | None = Field(default=None, description="Key for the shard hostname.")
     port: str | None = Field(default=None, description="Key for the external port.")
+    templates: dict[str, str] = Field(
+        default_factory=dict,
+        description="More keys, each a template over {host}, {port} and the connection "
+        "details earlier steps put on the desired XR, e.g. "
+        "postgresql://{POSTGRESQL_USER}:{POSTGRESQL_PASSWORD}@{host}:{port}/{POSTGRESQL_DB}. "
+        "A template naming a missing detail is left out, with a Warning.",
+    )
 
     @field_validator("host", "port")
     @classmethod
     def _key(cls, value: str | None) -> str | None:
-        if value is not None and not SECRET_KEY.match(value):
-            raise ValueError(f"{value!r} is not a valid Secret key ([-._a-zA-Z0-9]+)")
+        return value if value is None else _secret_key(value)
+
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            _secret_key(key)
         return value
+
+
+class ResourceName(_Model):
+    """Desired-resource key and object name of one composed object; templates with
+    {field.path} placeholders over the observed XR. Crossplane binds a name to its key
+    for good, so taking over another step's object means using its key."""
+
+    key: str = Field(description="Desired-resource key.")
+    name: str = Field(description="Name of the object.")
+    objectName: str | None = Field(
+        default=None,
+        description="With wrap: name of the provider-kubernetes Object (default: name). "
+        "Object names are cluster-wide: keep them distinct across kinds.",
+    )
+
+    @field_validator("key", "name", "objectName")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+def _named(suffix: str) -> ResourceName:
+    return ResourceName(key=f"tcp-{suffix}", name=f"{{metadata.name}}-tcp-{suffix}")
+
+
+class Resources(_Model):
+    """Keys and names of the data-path objects (the claim's are fixed: tcp-claim-<port>)."""
+
+    listenerSet: ResourceName = Field(default_factory=lambda: _named("listenerset"))
+    route: ResourceName = Field(default_factory=lambda: _named("route"))
+    networkPolicy: ResourceName = Field(default_factory=lambda: _named("networkpolicy"))
+    referenceGrant: ResourceName = Field(default_factory=lambda: _named("referencegrant"))
+
+
+class Patch(_Model):
+    """Write the allocation into a resource an earlier step returned, or into the XR."""
+
+    resource: str | None = Field(
+        default=None,
+        description="Desired-resource key of an earlier step's resource; omit it to patch the "
+        "XR itself (then fieldPath must be below status).",
+    )
+    fieldPath: str = Field(description="Where to write, e.g. spec.forProvider.values.x.")
+    value: Literal["host", "port", "hostPort"] = Field(
+        description="host (the shard hostname), port (a number) or hostPort (host:port)."
+    )
+
+    @field_validator("fieldPath")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        fieldpath.split(value)
+        return value
+
+    @model_validator(mode="after")
+    def _composite_status_only(self) -> "Patch":
+        if self.resource is None and fieldpath.split(self.fieldPath)[0] != "status":
+            raise ValueError("fieldPath: without resource the XR is patched, below status only")
+        return self
 
 
 class DataPlane(_Model):
@@ -189,6 +267,17 @@ class TCPAccess(_Model):
     wrap: Wrap | None = Field(
         default=None,
         description="Wrap objects in provider-kubernetes Objects; required on Crossplane v1.x.",
+    )
+    resources: Resources = Field(default_factory=Resources)
+    respectLegacyAllocations: bool = Field(
+        default=False,
+        description="Treat ports held by AppCat's allocation webhook as taken: its Leases "
+        "tcp-port-<port> and the listeners of XListenerSets labelled "
+        "appcat.vshn.io/tcpgateway=true behind a shard Gateway.",
+    )
+    patches: list[Patch] = Field(
+        default_factory=list,
+        description="Write the allocation into earlier steps' resources or the XR's status.",
     )
 
     @field_validator("pool")

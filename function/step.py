@@ -16,6 +16,8 @@ class StepRequest:
     observed: dict[str, dict] = field(default_factory=dict)  # composed resources by key
     lookups: dict[str, list[dict]] = field(default_factory=dict)  # resolved requirements only
     connection: dict[str, bytes] = field(default_factory=dict)  # observed XR connection details
+    desired: dict[str, dict] = field(default_factory=dict)  # earlier steps' composed resources
+    desired_connection: dict[str, bytes] = field(default_factory=dict)  # earlier steps' details
 
 
 @dataclass
@@ -44,6 +46,7 @@ class StepResult:
     resources: dict[str, Desired] = field(default_factory=dict)
     status_path: str | None = None
     status: dict | None = None
+    composite: dict = field(default_factory=dict)  # more XR field paths -> values (patches)
     connection: dict[str, bytes] = field(default_factory=dict)
     conditions: list[Condition] = field(default_factory=list)
     results: list[Result] = field(default_factory=list)

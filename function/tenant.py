@@ -7,10 +7,10 @@ incomplete), and builds the data path once the claim is held.
 
 from dataclasses import dataclass
 
-from function import allocation, fieldpath, readiness, shards
+from function import allocation, fieldpath, publish, readiness, shards
 from function import claims as claimlib
 from function import labels as labellib
-from function.allocation import Decision, Phase
+from function.allocation import Adoption, Decision, Phase
 from function.builders.lease import claim as build_claim
 from function.builders.listenerset import listener_set
 from function.builders.networkpolicy import network_policy
@@ -18,28 +18,26 @@ from function.builders.object import wrap
 from function.builders.referencegrant import reference_grant
 from function.builders.tcproute import tcp_route
 from function.flavours import FLAVOURS
-from function.inputs import TCPAccess
+from function.inputs import ResourceName, TCPAccess
 from function.names import fit, is_dns_label, label_value
 from function.observed import keep, live
 from function.step import WARNING, Condition, Desired, Result, StepRequest, StepResult, fatal
 
 CONDITION = "TCPAccessReady"
 CLAIM_KEY_PREFIX = "tcp-claim-"
+# Default desired-resource keys (input `resources` may change them).
 LISTENERSET_KEY = "tcp-listenerset"
 ROUTE_KEY = "tcp-route"
 REFERENCEGRANT_KEY = "tcp-referencegrant"
 NETWORKPOLICY_KEY = "tcp-networkpolicy"
 DATA_PATH_KEYS = (LISTENERSET_KEY, ROUTE_KEY, REFERENCEGRANT_KEY, NETWORKPOLICY_KEY)
+ROLES = ("listenerSet", "route", "networkPolicy", "referenceGrant")
 
 
 def claim_key(port: int) -> str:
     # Crossplane binds an object's name to its key for good, and the claim's name carries
     # the port: so the key must carry the port too.
     return f"{CLAIM_KEY_PREFIX}{port}"
-
-
-def is_ours(key: str) -> bool:
-    return key.startswith(CLAIM_KEY_PREFIX) or key in DATA_PATH_KEYS
 
 
 class InputError(ValueError):
@@ -54,6 +52,15 @@ class Backend:
 
 
 @dataclass(frozen=True)
+class Named:
+    """Where one data-path object lives for this XR."""
+
+    key: str  # desired-resource key
+    name: str  # the object's name
+    object_name: str  # the provider-kubernetes Object's name, when wrapped
+
+
+@dataclass(frozen=True)
 class Tenant:
     """Who the XR is, as the tenant step needs it."""
 
@@ -61,6 +68,13 @@ class Tenant:
     identity: str  # the XR's UID: the claim holder
     provider_config: str | None
     backend: Backend
+    objects: dict[str, Named]  # role -> where
+
+    def key(self, role: str) -> str:
+        return self.objects[role].key
+
+    def is_ours(self, key: str) -> bool:
+        return key.startswith(CLAIM_KEY_PREFIX) or any(n.key == key for n in self.objects.values())
 
 
 def run(spec: TCPAccess, request: StepRequest) -> StepResult:
@@ -81,10 +95,16 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
             if spec.gateways is None
             else shards.from_static(spec.gateways, spec.gatewayNamespace)
         ),
+        respect_legacy=spec.respectLegacyAllocations,
     )
     held, not_held = _observed_claims(request, tenant, wrapped)
     decision = allocation.decide(
-        pool, tenant.identity, held, request.lookups, claim_attempt(spec, request)
+        pool,
+        tenant.identity,
+        held,
+        request.lookups,
+        attempt=claim_attempt(spec, request),
+        adopt=None if held else _adoption(request, tenant, wrapped),
     )
 
     result = StepResult(status_path=spec.statusPath, requirements=decision.requirements)
@@ -92,11 +112,11 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
     # Rule 6 and its corollaries: whatever the XR has of ours is returned unchanged unless
     # we deliberately build it anew below.
     for key, obj in request.observed.items():
-        if is_ours(key):
+        if tenant.is_ours(key):
             result.resources[key] = Desired(keep(obj), _ready(key, obj, tenant, wrapped))
 
     if decision.phase is Phase.STICKY:
-        for stale in held_but_unused(request, tenant, wrapped, decision):
+        for stale in held_but_unused(request, tenant, decision):
             # A second claim can only come from an interrupted earlier reconcile; release it.
             result.resources.pop(stale, None)
         _use(spec, request, tenant, decision, result)
@@ -114,7 +134,9 @@ def claim_attempt(spec: TCPAccess, request: StepRequest) -> int:
     as held (another XR got that port first)."""
     previous = fieldpath.mapping(request.xr, spec.statusPath)
     tried = previous.get("claimAttempts")
-    if previous.get("phase") != "Claiming" or not isinstance(tried, int | float):
+    if previous.get("phase") not in ("Claiming", "Conflicted") or not isinstance(
+        tried, int | float
+    ):
         return 1
     return max(1, min(int(tried), 1000)) + 1
 
@@ -169,7 +191,34 @@ def _tenant(spec: TCPAccess, request: StepRequest) -> Tenant:
             value = fieldpath.mapping(metadata, "labels").get(spec.wrap.providerConfigFromLabel)
             if isinstance(value, str) and value:
                 provider_config = value
-    return Tenant(name, identity, provider_config, Backend(namespace, service, selector))
+    objects = {role: _named(spec, role, sources) for role in ROLES}
+    _check_distinct(objects, wrapped=spec.wrap is not None)
+    return Tenant(name, identity, provider_config, Backend(namespace, service, selector), objects)
+
+
+def _named(spec: TCPAccess, role: str, sources: tuple[dict, ...]) -> Named:
+    given: ResourceName = getattr(spec.resources, role)
+    field = f"resources.{role}"
+    name = fit(_render(f"{field}.name", given.name, sources))
+    object_name = name
+    if given.objectName is not None:
+        object_name = fit(_render(f"{field}.objectName", given.objectName, sources))
+    return Named(_render(f"{field}.key", given.key, sources), name, object_name)
+
+
+def _check_distinct(objects: dict[str, Named], *, wrapped: bool) -> None:
+    keys = [n.key for n in objects.values()]
+    if len(set(keys)) != len(keys) or any(k.startswith(CLAIM_KEY_PREFIX) for k in keys):
+        raise InputError(
+            f"resources: keys {keys} must be distinct and not start with {CLAIM_KEY_PREFIX}"
+        )
+    if wrapped:
+        names = [n.object_name for n in objects.values()]
+        if len(set(names)) != len(names):
+            raise InputError(
+                f"resources: with wrap every Object needs its own name (objectName), got "
+                f"{names}: Object names are cluster-wide"
+            )
 
 
 def _render(field: str, template: str, sources: tuple[dict, ...]) -> str:
@@ -181,6 +230,13 @@ def _render(field: str, template: str, sources: tuple[dict, ...]) -> str:
         ) from None
     except ValueError as err:
         raise InputError(f"{field}: {err}") from None
+
+
+def _manifest(observed: dict | None, wrapped: bool) -> dict:
+    """What was desired for an observed object (a wrapped one's manifest)."""
+    if not isinstance(observed, dict):
+        return {}
+    return claimlib.inner_manifest(observed) if wrapped else observed
 
 
 def _observed_claims(request: StepRequest, tenant: Tenant, wrapped: bool):
@@ -198,13 +254,28 @@ def _observed_claims(request: StepRequest, tenant: Tenant, wrapped: bool):
     if not held:
         return None, not_held
     # Prefer the claim the data path already uses, then the lowest port: deterministic.
-    listener = request.observed.get(LISTENERSET_KEY) or {}
-    in_use = readiness.listener_port(claimlib.inner_manifest(listener) if wrapped else listener)
+    listener = _manifest(request.observed.get(tenant.key("listenerSet")), wrapped)
+    in_use = readiness.listener_port(listener)
     held.sort(key=lambda c: (c.port != in_use, c.port))
     return held[0], not_held
 
 
-def held_but_unused(request, tenant: Tenant, wrapped: bool, decision: Decision) -> list[str]:
+def _adoption(request: StepRequest, tenant: Tenant, wrapped: bool) -> Adoption | None:
+    """The port the XR's listener set already has (from another allocator, or from a claim
+    that was lost): claim that one first."""
+    listener = _manifest(request.observed.get(tenant.key("listenerSet")), wrapped)
+    port = readiness.listener_port(listener)
+    gateway = fieldpath.text(listener, "spec.parentRef.name")
+    if not port or gateway is None:
+        return None
+    where = (
+        fieldpath.text(listener, "metadata.namespace") or "",
+        fieldpath.text(listener, "metadata.name") or "",
+    )
+    return Adoption(gateway=gateway, port=port, listener_set=where)
+
+
+def held_but_unused(request, tenant: Tenant, decision: Decision) -> list[str]:
     chosen = decision.allocation.claim_name if decision.allocation else None
     stale = []
     for key, obj in request.observed.items():
@@ -217,16 +288,14 @@ def held_but_unused(request, tenant: Tenant, wrapped: bool, decision: Decision) 
 
 def _ready(key: str, observed: dict | None, tenant: Tenant, wrapped: bool) -> bool:
     """Readiness per DESIGN §5, from the observed object under the same key."""
-    if observed is None:
-        return False
     obj = live(observed, wrapped)
     if obj is None:
         return False
     if key.startswith(CLAIM_KEY_PREFIX):
         return fieldpath.get(obj, "spec.holderIdentity", None) == tenant.identity
-    if key == LISTENERSET_KEY:
+    if key == tenant.key("listenerSet"):
         return readiness.listener_set_ready(obj)
-    if key == ROUTE_KEY:
+    if key == tenant.key("route"):
         return readiness.route_ready(obj)
     return True
 
@@ -240,9 +309,7 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     backend = tenant.backend
     route_namespace = backend.namespace if spec.placement == "Backend" else spec.gatewayNamespace
     common = {labellib.POOL: spec.pool, labellib.OWNER: label_value(tenant.name)}
-
-    def name(suffix: str) -> str:
-        return fit(f"{tenant.name}-tcp-{suffix}")
+    named = tenant.objects
 
     objects = {
         claim_key(alloc.port): build_claim(
@@ -256,9 +323,9 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
             owner=tenant.name,
             holder=tenant.identity,
         ),
-        LISTENERSET_KEY: listener_set(
+        named["listenerSet"].key: listener_set(
             flavour=flavour,
-            name=name("listenerset"),
+            name=named["listenerSet"].name,
             namespace=route_namespace,
             labels=common,
             gateway=alloc.gateway,
@@ -266,19 +333,19 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
             listener_name=spec.listenerName,
             port=alloc.port,
         ),
-        ROUTE_KEY: tcp_route(
+        named["route"].key: tcp_route(
             flavour=flavour,
-            name=name("route"),
+            name=named["route"].name,
             namespace=route_namespace,
             labels=common,
-            listener_set=name("listenerset"),
+            listener_set=named["listenerSet"].name,
             section=spec.listenerName,
             backend_namespace=backend.namespace,
             service=backend.service,
             port=spec.backend.port,
         ),
-        NETWORKPOLICY_KEY: network_policy(
-            name=name("networkpolicy"),
+        named["networkPolicy"].key: network_policy(
+            name=named["networkPolicy"].name,
             namespace=backend.namespace,
             labels=common,
             pod_selector=backend.pod_selector,
@@ -288,39 +355,37 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         ),
     }
     if route_namespace != backend.namespace:
-        objects[REFERENCEGRANT_KEY] = reference_grant(
+        objects[named["referenceGrant"].key] = reference_grant(
             flavour=flavour,
-            name=name("referencegrant"),
+            name=named["referenceGrant"].name,
             namespace=backend.namespace,
             labels=common,
             route_namespace=route_namespace,
             service=backend.service,
         )
     else:
-        result.resources.pop(REFERENCEGRANT_KEY, None)  # placement changed: no grant needed
+        result.resources.pop(named["referenceGrant"].key, None)  # placement changed
 
+    object_names = {n.key: n.object_name for n in named.values()}
     for key, obj in objects.items():
-        desired = wrap(obj, provider_config=tenant.provider_config) if wrapped else obj
+        if wrapped:
+            obj = wrap(obj, provider_config=tenant.provider_config, name=object_names.get(key))
         observed = request.observed.get(key)
-        result.resources[key] = Desired(desired, _ready(key, observed, tenant, wrapped))
+        result.resources[key] = Desired(obj, _ready(key, observed, tenant, wrapped))
 
     address = shard.address if shard else None
-    host = alloc.hostname or address
+    endpoint = publish.Endpoint(host=alloc.hostname or address, port=alloc.port)
+    _publish(spec, request, endpoint, result)
     result.status = {
-        "host": host,
+        "host": endpoint.host,
         "port": alloc.port,
         "shard": alloc.shard,
         "gateway": alloc.gateway,
         "address": address,
     }
-    keys = spec.connectionDetails
-    if keys.host and host:
-        result.connection[keys.host] = host.encode()
-    if keys.port:
-        result.connection[keys.port] = str(alloc.port).encode()
 
-    where = f"{host or alloc.gateway}:{alloc.port}"
-    listener = live(request.observed.get(LISTENERSET_KEY), wrapped)
+    where = f"{endpoint.host or alloc.gateway}:{alloc.port}"
+    listener = live(request.observed.get(named["listenerSet"].key), wrapped)
     if readiness.listener_conditions(listener, spec.listenerName).get("Conflicted") == "True":
         reason, message = "Conflicted", f"port {alloc.port} is already used behind {alloc.gateway}"
         result.results.append(Result(WARNING, f"listener {message}", reason))
@@ -341,14 +406,22 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     result.conditions.append(Condition(CONDITION, status, reason, message))
 
 
+def _publish(spec, request: StepRequest, endpoint, result: StepResult) -> None:
+    details, warnings = publish.connection_details(
+        spec.connectionDetails, endpoint, request.desired_connection
+    )
+    result.connection.update(details)
+    patched, composite, more = publish.apply_patches(spec.patches, endpoint, request.desired)
+    for key, obj in patched.items():
+        result.resources[key] = Desired(obj)  # readiness stays as the earlier step said
+    result.composite.update(composite)
+    result.results.extend(Result(WARNING, w) for w in [*warnings, *more])
+
+
 def _not_yet(spec, request: StepRequest, tenant: Tenant, decision: Decision, result: StepResult):
     """Claim first, or wait: nothing port-dependent is built; what the XR had is kept."""
-    previous = fieldpath.get(request.xr, spec.statusPath, None)
-    status = dict(previous) if isinstance(previous, dict) else {}
-    keys = spec.connectionDetails
-    for key in (keys.host, keys.port):
-        if key and key in request.connection:
-            result.connection[key] = request.connection[key]
+    status = dict(fieldpath.mapping(request.xr, spec.statusPath))
+    result.connection.update(publish.kept_details(spec.connectionDetails, request.connection))
 
     if decision.phase is Phase.CLAIM:
         alloc = decision.allocation
@@ -367,8 +440,12 @@ def _not_yet(spec, request: StepRequest, tenant: Tenant, decision: Decision, res
             claim = wrap(claim, provider_config=tenant.provider_config)
         result.resources[claim_key(alloc.port)] = Desired(claim, False)
         status["claimAttempts"] = claim_attempt(spec, request)
+        verb = "adopting" if decision.adopted else "claiming"
         reason = "Claiming"
-        message = f"claiming port {alloc.port} on shard {alloc.shard} ({alloc.gateway})"
+        message = f"{verb} port {alloc.port} on shard {alloc.shard} ({alloc.gateway})"
+        if decision.conflict:
+            reason, message = "Conflicted", f"{decision.conflict}: {message}"
+            result.results.append(Result(WARNING, decision.conflict, reason))
     elif decision.phase is Phase.POOL_FULL:
         reason = "PoolFull"
         message = f"no free port in pool {spec.pool}; the pool step adds a shard"

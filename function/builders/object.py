@@ -8,9 +8,11 @@ from function import fieldpath
 from function.claims import OBJECT_API
 
 
-def wrap(manifest: dict, *, provider_config: str) -> dict:
+def wrap(manifest: dict, *, provider_config: str, name: str | None = None) -> dict:
+    """`name` is the Object's (default: the wrapped object's); keep it one-to-one with the
+    wrapped object."""
     inner_meta = manifest["metadata"]
-    meta: dict = {"name": inner_meta["name"]}
+    meta: dict = {"name": name or inner_meta["name"]}
     if inner_meta.get("labels"):
         meta["labels"] = dict(inner_meta["labels"])
     if inner_meta.get("annotations"):
