@@ -38,19 +38,31 @@ def get(obj: Any, path: str, default: Any = _MISSING) -> Any:
 
 
 def set_value(obj: dict, path: str, value: Any) -> None:
-    """Set `path` to `value`, creating the objects on the way; never overwrite a field that
-    is not an object to get there (TypeError)."""
+    """Set `path` to `value`, creating objects on the way; a number indexes a list (its
+    length appends). Never overwrite a field of another type to get there (TypeError)."""
     parts = split(path)
-    current = obj
-    for number, part in enumerate(parts[:-1]):
+    current: Any = obj
+    for number, part in enumerate(parts):
+        last = number == len(parts) - 1
+        where = ".".join(parts[: number + 1])
+        if isinstance(current, list):
+            if not part.isdigit() or int(part) > len(current):
+                raise TypeError(f"{where}: a list takes an index up to {len(current)}")
+            if int(part) == len(current):
+                current.append(value if last else {})
+            elif last:
+                current[int(part)] = value
+            current = current[int(part)]
+            continue
+        if last:
+            current[part] = value
+            return
         child = current.get(part)
         if child is None:
             child = current[part] = {}
-        elif not isinstance(child, dict):
-            where = ".".join(parts[: number + 1])
+        elif not isinstance(child, dict | list):
             raise TypeError(f"{where} is a {type(child).__name__}, not an object")
         current = child
-    current[parts[-1]] = value
 
 
 def placeholders(template: str) -> list[str]:

@@ -54,7 +54,7 @@ class Backend(_Model):
         description="Namespace of the Service: a literal, or a template with {field.path} "
         "placeholders over the observed XR, e.g. vshn-postgresql-{metadata.name}."
     )
-    service: str = Field(description="Name of the Service in that namespace.")
+    service: str = Field(description="Name of the Service in that namespace (templates allowed).")
     port: Port = Field(description="Service port the route targets.")
     podSelector: dict[str, str] = Field(
         default_factory=dict,
@@ -65,18 +65,12 @@ class Backend(_Model):
         description="Pod port the NetworkPolicy opens (default: the Service port).",
     )
 
-    @field_validator("service")
+    @field_validator("namespace", "service")
     @classmethod
-    def _service(cls, value: str) -> str:
-        return _dns_label(value, "service")
-
-    @field_validator("namespace")
-    @classmethod
-    def _namespace(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("namespace must not be empty")
+    def _name_or_template(cls, value: str, info) -> str:
+        # A template is checked once rendered for the XR.
         if not fieldpath.placeholders(value):
-            _dns_label(value, "namespace")
+            _dns_label(value, info.field_name)
         return value
 
 
