@@ -227,3 +227,148 @@ class World:
                 continue
             assert port not in seen, f"{tenant} and {seen[port]} both report port {port}"
             seen[port] = tenant
+
+
+# -- helpers for the property and isolation tests ---------------------------------------
+# (tests/test_properties.py, tests/test_isolation.py; appended, nothing above depends on them)
+
+CLAIM_LEASE = ("coordination.k8s.io/v1", "Lease")
+CLAIM_OBJECT = ("kubernetes.crossplane.io/v1alpha2", "Object")
+# Every kind the tenant step composes (directly or wrapped), plus v1's connection Secret.
+TENANT_KINDS = (
+    CLAIM_LEASE,
+    CLAIM_OBJECT,
+    ("gateway.networking.k8s.io/v1", "ListenerSet"),
+    ("gateway.networking.x-k8s.io/v1alpha1", "XListenerSet"),
+    ("gateway.networking.k8s.io/v1", "TCPRoute"),
+    ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("v1", "Secret"),
+)
+
+
+class LaggingLookups:
+    """A view for `Crossplane.compute`: the XR and its composed resources are read live, the
+    label lookups (Gateways, claims) come from an older snapshot - a lagging informer."""
+
+    def __init__(self, live, old):
+        self.live, self.old = live, old
+
+    def get_raw(self, *args, **kwargs):
+        return self.live.get_raw(*args, **kwargs)
+
+    def list_raw(self, *args, **kwargs):
+        return self.old.list_raw(*args, **kwargs)
+
+    def is_namespaced(self, api_version: str, kind: str) -> bool:
+        return self.live.is_namespaced(api_version, kind)
+
+
+def object_key(obj: dict) -> tuple[str, str, str, str]:
+    md = obj["metadata"]
+    return (obj["apiVersion"].rpartition("/")[0], obj["kind"], md.get("namespace", ""), md["name"])
+
+
+def controller_uid(obj: dict) -> str | None:
+    for ref in obj["metadata"].get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
+
+
+def claim_holder(obj: dict) -> str | None:
+    """The holder of a claim Lease, or of the Lease a claim Object wraps."""
+    if obj.get("kind") == "Object":
+        obj = ((obj.get("spec") or {}).get("forProvider") or {}).get("manifest") or {}
+    return (obj.get("spec") or {}).get("holderIdentity")
+
+
+def claim_locks(world: World) -> list[dict]:
+    """The objects whose names lock ports: claim Objects when wrapped, else claim Leases."""
+    api_version, kind = CLAIM_OBJECT if world.wrap else CLAIM_LEASE
+    match = {labels.POOL: POOL, labels.ROLE: labels.CLAIM_ROLE}
+    return world.cluster.list(api_version, kind, None if world.wrap else NS, match)
+
+
+def tenant_objects(world: World, name: str, uid: str) -> dict[tuple, str]:
+    """Everything in the cluster that belongs to one tenant XR, key -> object UID: objects it
+    controls, objects labelled with it as owner (what provider-kubernetes made from its
+    Objects) and Leases it holds."""
+    from function.names import label_value
+
+    owner = label_value(name)
+    out = {}
+    for api_version, kind in TENANT_KINDS:
+        for obj in world.cluster.list_raw(api_version, kind):
+            md = obj["metadata"]
+            mine = (
+                controller_uid(obj) == uid
+                or (md.get("labels") or {}).get(labels.OWNER) == owner
+                or (kind == "Lease" and claim_holder(obj) == uid)
+            )
+            if mine:
+                out[object_key({**obj, "apiVersion": api_version})] = md["uid"]
+    return out
+
+
+def shard_gateways(world: World) -> list[dict]:
+    return world.cluster.list("gateway.networking.k8s.io/v1", "Gateway", NS, {labels.POOL: POOL})
+
+
+def tenant_slots(gateway_obj: dict) -> int:
+    """Tenant listeners a shard Gateway allows: its capacity minus its own listeners."""
+    capacity = int(gateway_obj["metadata"]["annotations"][labels.CAPACITY])
+    return max(0, capacity - max(1, len(gateway_obj["spec"].get("listeners") or [])))
+
+
+def claims_per_shard(world: World) -> Counter:
+    """Distinct claimed ports per shard index (as the claims' shard labels say)."""
+    ports: dict[int, set[int]] = defaultdict(set)
+    for lock in claim_locks(world):
+        md_labels = lock["metadata"]["labels"]
+        ports[int(md_labels[labels.SHARD])].add(int(md_labels[labels.PORT]))
+    return Counter({shard: len(p) for shard, p in ports.items()})
+
+
+def eligible_shards(world: World) -> list[dict]:
+    """The shards a new tenant may be given, by the documented labels: those labelled
+    accepting=true; where none is, every shard not labelled accepting=false."""
+    gateways = shard_gateways(world)
+    flag = {g["metadata"]["name"]: g["metadata"]["labels"].get(labels.ACCEPTING) for g in gateways}
+    if any(v == "true" for v in flag.values()):
+        return [g for g in gateways if flag[g["metadata"]["name"]] == "true"]
+    return [g for g in gateways if flag[g["metadata"]["name"]] != "false"]
+
+
+def free_slots(world: World) -> int:
+    """Free tenant slots on the eligible shards: capacity minus own listeners minus claims."""
+    used = claims_per_shard(world)
+    return sum(
+        max(0, tenant_slots(g) - used[int(g["metadata"]["labels"][labels.SHARD])])
+        for g in eligible_shards(world)
+    )
+
+
+def edit_gateway(world: World, name: str, *, labels_=None, annotations=None) -> None:
+    """Change a shard Gateway's labels/annotations as a person would (None removes a key)."""
+    obj = world.cluster.get("gateway.networking.k8s.io/v1", "Gateway", name, NS)
+    if obj is None:
+        return
+    for field, changes in (("labels", labels_), ("annotations", annotations)):
+        current = obj["metadata"].setdefault(field, {})
+        for key, value in (changes or {}).items():
+            if value is None:
+                current.pop(key, None)
+            else:
+                current[key] = value
+    world.cluster.update(obj)
+
+
+def controlled_by(world: World, uid: str) -> set[tuple]:
+    """Keys (group, kind, namespace, name) of the objects whose controller is this XR."""
+    return {
+        object_key({**obj, "apiVersion": api_version})
+        for api_version, kind in TENANT_KINDS
+        for obj in world.cluster.list_raw(api_version, kind)
+        if controller_uid(obj) == uid
+    }
