@@ -6,7 +6,7 @@ from crossplane.function.proto.v1 import run_function_pb2 as fnv1
 from crossplane.function.proto.v1 import run_function_pb2_grpc as grpcv1
 from pydantic import ValidationError
 
-from function import fieldpath, pool, tenant
+from function import fieldpath, pool, structs, tenant
 from function.allocation import Requirement
 from function.inputs import GatewayPool, TCPAccess
 from function.step import FATAL, WARNING, StepRequest, StepResult, fatal
@@ -69,18 +69,14 @@ def read(req: fnv1.RunFunctionRequest) -> StepRequest:
     # Crossplane v1.x fills extra_resources, v2 required_resources: read both.
     for source in (req.extra_resources, req.required_resources):
         for name, resources in source.items():
-            lookups[name] = [resource.struct_to_dict(item.resource) for item in resources.items]
+            lookups[name] = [structs.looked_up(item.resource) for item in resources.items]
     return StepRequest(
-        xr=resource.struct_to_dict(req.observed.composite.resource),
-        desired_xr=resource.struct_to_dict(req.desired.composite.resource),
-        observed={
-            key: resource.struct_to_dict(r.resource) for key, r in req.observed.resources.items()
-        },
+        xr=structs.to_dict(req.observed.composite.resource),
+        desired_xr=structs.to_dict(req.desired.composite.resource),
+        observed={key: structs.to_dict(r.resource) for key, r in req.observed.resources.items()},
         lookups=lookups,
         connection=dict(req.observed.composite.connection_details),
-        desired={
-            key: resource.struct_to_dict(r.resource) for key, r in req.desired.resources.items()
-        },
+        desired={key: structs.to_dict(r.resource) for key, r in req.desired.resources.items()},
         desired_connection=dict(req.desired.composite.connection_details),
     )
 
@@ -111,12 +107,8 @@ def write(rsp: fnv1.RunFunctionResponse, result: StepResult) -> None:
     paths = dict(result.composite)
     if result.status_path and result.status is not None:
         paths[result.status_path] = result.status
-    if paths:
-        composite = resource.struct_to_dict(rsp.desired.composite.resource)
-        for path, value in paths.items():
-            fieldpath.set_value(composite, path, value)
-        rsp.desired.composite.resource.Clear()
-        rsp.desired.composite.resource.update(composite)
+    for path, value in paths.items():
+        structs.set_path(rsp.desired.composite.resource, fieldpath.split(path), value)
     for key, value in result.connection.items():
         rsp.desired.composite.connection_details[key] = value
     for condition in result.conditions:

@@ -1,0 +1,136 @@
+"""The pool step and the tenants together on the simulator: shards appear before the pool
+runs full, and go when they are empty and not needed, without moving anybody."""
+
+import math
+import random
+
+import pytest
+
+from function import labels
+from function.fn import FunctionRunner
+from function.inputs import GatewayPool
+from tests.factories import NS
+from tests.simulator import Crossplane, Step
+from tests.world import POOL, World
+
+GATEWAY_API = "gateway.networking.k8s.io/v1"
+
+
+class PoolWorld(World):
+    """A World whose shards come from the pool step instead of by hand."""
+
+    def __init__(self, *, mode: str, provider: str, capacity: int, headroom: int, **pool):
+        super().__init__(mode=mode)
+        self.pool_input = {
+            "apiVersion": "tcp.fn.servala.io/v1alpha1",
+            "kind": "GatewayPool",
+            "pool": POOL,
+            "namespace": NS,
+            "gatewayClassName": "envoy-gateway",
+            "provider": provider,
+            "capacity": capacity,
+            "ports": "10000-19999",
+            "hostname": "db{index}.example.ch",
+            "minShards": 1,
+            "maxShards": 100,
+            "headroom": headroom,
+            **pool,
+        }
+        if self.wrap:
+            self.pool_input["wrap"] = {"providerConfigName": "kubernetes"}
+        self.spec = GatewayPool.model_validate(self.pool_input)
+        self.pool_sim = Crossplane(
+            self.cluster,
+            mode=mode,
+            pipeline=[Step("pool", FunctionRunner(), self.pool_input)],
+            rng=random.Random(99),
+        )
+        self.pool_xr = self.pool_sim.create_xr("tcp.example.org/v1", "XGatewayPool", POOL)
+
+    def reconcile_pool(self):
+        plan = self.pool_sim.reconcile(self.pool_xr)
+        assert not plan.fatal, plan.results
+        self.controllers()
+        return plan
+
+    def shards(self) -> dict[int, dict]:
+        gateways = self.cluster.list(GATEWAY_API, "Gateway", NS, {labels.POOL: POOL})
+        return {int(g["metadata"]["labels"][labels.SHARD]): g for g in gateways}
+
+    def until_everyone_holds_a_port(self, names, rounds: int = 12):
+        for _ in range(rounds):
+            self.round([n for n in names if self.port(n) is None])
+            self.reconcile_pool()
+            if all(self.port(n) is not None for n in names):
+                return
+        missing = [n for n in names if self.port(n) is None]
+        raise AssertionError(f"{len(missing)} tenants without a port: {missing[:5]}")
+
+    def check_pool(self):
+        self.check()
+        slots = self.spec.shard_capacity - 1
+        for index, gateway in self.shards().items():
+            start, end = self.spec.slice(index)
+            assert gateway["metadata"]["annotations"][labels.PORTS] == f"{start}-{end}"
+        for name in self.tenants:
+            status = self.status(name)
+            start, end = self.spec.slice(status["shard"])
+            assert start <= status["port"] < end, (name, status)  # the last port is the shard's
+        used = len(self.tenants)
+        needed = max(1, math.ceil((used + self.spec.headroom) / slots))
+        return needed
+
+
+@pytest.mark.parametrize("mode", ["v2", "v1"])
+def test_exoscale_pool_grows_in_bursts_and_shrinks_without_moving_anyone(mode):
+    world = PoolWorld(mode=mode, provider="exoscale", capacity=10, headroom=3)
+    world.reconcile_pool()
+    assert len(world.shards()) == 1
+    for burst in range(10):
+        names = [f"t{burst:02d}-{i:02d}" for i in range(25)]
+        for name in names:
+            world.create_tenant(name)
+        world.until_everyone_holds_a_port(names)
+        world.reconcile_pool()
+        needed = world.check_pool()
+        assert len(world.shards()) == needed, (burst, len(world.shards()), needed)
+    assert len(world.shards()) == math.ceil((250 + 3) / 9)
+
+    ports = world.ports()
+    gone = random.Random(5).sample(sorted(world.tenants), 200)
+    for name in gone:
+        world.delete_tenant(name)
+    for _ in range(3):  # a shard drains first, and goes on a later reconcile
+        world.reconcile_pool()
+        world.settle(1)
+    remaining = world.ports()
+    assert remaining == {n: ports[n] for n in remaining}  # nobody moved
+    held_shards = {world.status(n)["shard"] for n in remaining}
+    shards = world.shards()
+    assert held_shards <= set(shards)  # no shard with a claim went
+    top = max(shards)
+    free_without_top = sum(
+        9 - sum(1 for n in remaining if world.status(n)["shard"] == i) for i in shards if i != top
+    )
+    assert top in held_shards or free_without_top < 3  # the top shard stays only if needed
+    world.check_pool()
+    for name in remaining:
+        assert world.condition(name) == ("True", "Ready"), name
+    world.close()
+
+
+def test_cloudscale_pool_of_a_thousand_tenants():
+    world = PoolWorld(mode="v2", provider="cloudscale", capacity=100, headroom=5)
+    world.reconcile_pool()
+    for burst in range(5):
+        names = [f"c{burst}-{i:03d}" for i in range(200)]
+        for name in names:
+            world.create_tenant(name)
+        world.until_everyone_holds_a_port(names)
+    world.reconcile_pool()
+    needed = world.check_pool()
+    assert len(world.shards()) == needed == math.ceil((1000 + 5) / 99)
+    status = world.cluster.get("tcp.example.org/v1", "XGatewayPool", POOL)["status"]["pool"]
+    assert status["totals"]["used"] == 1000
+    assert status["nodePorts"] == 1000 + len(world.shards())
+    world.close()
