@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 from function import claims as claimlib
 from function import labels, legacy
+from function.fieldpath import items as fieldpath_items
+from function.fieldpath import mapping as fieldpath_mapping
 from function.names import digest
 from function.requirement import Requirement
 from function.shards import Shard, ShardError, from_gateway
@@ -174,8 +176,20 @@ def _claim_first(
     old = _legacy(pool, lookups, decision, adopt)
     if adopt is not None and _adopt(pool, lookups, decision, adopt, old):
         return decision
+    if pool.respect_legacy and old is None:
+        _pool_shards(pool, lookups, decision)  # ask for everything in the same round
+        return decision
+
+    def view(shard: Shard, shards: list[Shard]) -> ShardView | None:
+        return _shard_view(pool, shard, shards, lookups, decision, old)
+
+    return _choose(pool, identity, lookups, attempt, decision, view)
+
+
+def _choose(pool: Pool, identity: str, lookups: dict, attempt: int, decision: Decision, view):
+    """Pick a shard and a port from what `view` says of each candidate shard."""
     shards = _pool_shards(pool, lookups, decision)
-    if shards is None or (pool.respect_legacy and old is None):
+    if shards is None:
         decision.phase = Phase.PENDING
         return decision
     if not shards:
@@ -198,7 +212,7 @@ def _claim_first(
         candidates = ordered[window * WINDOW : (window + 1) * WINDOW]
         if not candidates:
             break
-        views = [_shard_view(pool, shard, shards, lookups, decision, old) for shard in candidates]
+        views = [view(shard, shards) for shard in candidates]
         if any(view is None for view in views):
             return decision
         slots = [
@@ -394,3 +408,89 @@ def _claims(pool: Pool, objects: list[dict] | None, warnings: list[str]):
             continue
         found.append(claim)
     return found
+
+
+# -- Namespaced XRs (Crossplane v2) -------------------------------------------------------
+#
+# A Namespaced XR composes only in its own namespace, so it cannot own a claim in the
+# gateway namespace. It places its listener optimistically: the same choice of shard and
+# port, with the listener sets of the candidate shards as the view, and the Gateway API
+# rule that the oldest listener on a port wins settles a race. A tenant whose listener the
+# Gateway reports as Conflicted places itself again (a new listener set, so its age never
+# beats a tenant that was there first). Weaker than a claim: two tenants may briefly
+# program the same port, and only the older gets traffic.
+
+
+def listener_sets_requirement(index: int) -> str:
+    return f"tcp-listenersets-shard-{index}"
+
+
+@dataclass(frozen=True)
+class Placed:
+    """The XR's current listener: where it is, and whether the Gateway refused it."""
+
+    shard: int
+    port: int
+    gateway: str
+    hostname: str | None
+    conflicted: bool
+    listener_set: tuple[str, str]  # (namespace, name)
+
+
+def place(
+    pool: Pool,
+    identity: str,
+    current: Placed | None,
+    lookups: dict,
+    listener_api: str,
+    listener_kind: str,
+    attempt: int = 1,
+) -> Decision:
+    if current is not None and not current.conflicted:
+        decision = _sticky(
+            pool,
+            claimlib.Claim(
+                name=f"{current.listener_set[0]}/{current.listener_set[1]}",
+                port=current.port,
+                shard=current.shard,
+                holder=identity,
+                gateway=current.gateway,
+                hostname=current.hostname,
+            ),
+            lookups,
+        )
+        return decision
+    decision = Decision(Phase.PENDING)
+    if current is not None:  # it is conflicted
+        decision.conflict = f"port {current.port} on {current.gateway} is used by an older listener"
+
+    def view(shard: Shard, shards: list[Shard]) -> ShardView | None:
+        requirement = Requirement(
+            listener_sets_requirement(shard.index),
+            listener_api,
+            listener_kind,
+            pool.labels(**{labels.SHARD: str(shard.index)}),
+        )
+        if requirement not in decision.requirements:
+            decision.requirements.append(requirement)
+        objects = lookups.get(requirement.name)
+        if objects is None:
+            return None
+        result = ShardView()
+        for obj in objects:
+            where = (_metadata(obj).get("namespace"), _metadata(obj).get("name"))
+            parent = fieldpath_mapping(obj, "spec.parentRef")
+            if parent.get("name") != shard.gateway:
+                continue
+            for listener in fieldpath_items(obj, "spec.listeners"):
+                port = listener.get("port") if isinstance(listener, dict) else None
+                if not isinstance(port, int | float) or isinstance(port, bool):
+                    continue
+                result.taken.add(int(port))
+                if current is None or where != current.listener_set:
+                    result.tenants.add(int(port))
+        if current is not None and current.gateway == shard.gateway:
+            result.taken.add(current.port)  # the port it lost stays someone else's
+        return result
+
+    return _choose(pool, identity, lookups, attempt, decision, view)

@@ -166,6 +166,18 @@ class Resources(_Model):
     referenceGrant: ResourceName = Field(default_factory=lambda: _named("referencegrant"))
 
 
+class ConnectionSecret(_Model):
+    """A Secret holding the connection details, for Crossplane v2 XRs (they ignore XR
+    connection details)."""
+
+    name: str = Field(description="Secret name; a template over the XR.")
+    namespace: str | None = Field(
+        default=None,
+        description="Secret namespace; a template. Default: the XR's namespace, else the "
+        "backend namespace.",
+    )
+
+
 class Patch(_Model):
     """Write the allocation into a resource an earlier step returned, or into the XR."""
 
@@ -272,6 +284,9 @@ class TCPAccess(_Model):
     patches: list[Patch] = Field(
         default_factory=list,
         description="Write the allocation into earlier steps' resources or the XR's status.",
+    )
+    connectionSecret: ConnectionSecret | None = Field(
+        default=None, description="Also compose a Secret with the connection details."
     )
 
     @field_validator("pool")

@@ -5,6 +5,7 @@ first rule of the codebase (never return less than the XR already has because a 
 incomplete), and builds the data path once the claim is held.
 """
 
+import base64
 from dataclasses import dataclass
 
 from function import allocation, fieldpath, publish, readiness, shards
@@ -32,6 +33,7 @@ REFERENCEGRANT_KEY = "tcp-referencegrant"
 NETWORKPOLICY_KEY = "tcp-networkpolicy"
 DATA_PATH_KEYS = (LISTENERSET_KEY, ROUTE_KEY, REFERENCEGRANT_KEY, NETWORKPOLICY_KEY)
 ROLES = ("listenerSet", "route", "networkPolicy", "referenceGrant")
+SECRET_KEY = "tcp-connection-secret"
 
 
 def claim_key(port: int) -> str:
@@ -69,12 +71,33 @@ class Tenant:
     provider_config: str | None
     backend: Backend
     objects: dict[str, Named]  # role -> where
+    namespace: str | None = None  # set for a Crossplane v2 Namespaced XR
+
+    def listener_set(self, port: int) -> Named:
+        """A Namespaced XR's listener set carries its port: a new port is a new object, so
+        its age never beats a tenant that was there first."""
+        named = self.objects["listenerSet"]
+        if self.namespace is None:
+            return named
+        return Named(f"{named.key}-{port}", fit(f"{named.name}-{port}"), named.object_name)
 
     def key(self, role: str) -> str:
         return self.objects[role].key
 
     def is_ours(self, key: str) -> bool:
-        return key.startswith(CLAIM_KEY_PREFIX) or any(n.key == key for n in self.objects.values())
+        return (
+            key.startswith(CLAIM_KEY_PREFIX)
+            or key == SECRET_KEY
+            or any(n.key == key for n in self.objects.values())
+            or self.is_listener_set(key)
+        )
+
+    def is_listener_set(self, key: str) -> bool:
+        base = self.objects["listenerSet"].key
+        if self.namespace is None:
+            return key == base
+        suffix = key.removeprefix(f"{base}-")
+        return key != suffix and suffix.isdigit()
 
 
 def run(spec: TCPAccess, request: StepRequest) -> StepResult:
@@ -97,15 +120,28 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
         ),
         respect_legacy=spec.respectLegacyAllocations,
     )
-    held, not_held = _observed_claims(request, tenant, wrapped)
-    decision = allocation.decide(
-        pool,
-        tenant.identity,
-        held,
-        request.lookups,
-        attempt=claim_attempt(spec, request),
-        adopt=None if held else _adoption(request, tenant, wrapped),
-    )
+    not_held: list[str] = []
+    if tenant.namespace is not None:
+        flavour = FLAVOURS[spec.gatewayAPI]
+        decision = allocation.place(
+            pool,
+            tenant.identity,
+            _placed(spec, request, tenant),
+            request.lookups,
+            flavour.listenerset_api,
+            flavour.listenerset_kind,
+            attempt=claim_attempt(spec, request),
+        )
+    else:
+        held, not_held = _observed_claims(request, tenant, wrapped)
+        decision = allocation.decide(
+            pool,
+            tenant.identity,
+            held,
+            request.lookups,
+            attempt=claim_attempt(spec, request),
+            adopt=None if held else _adoption(request, tenant, wrapped),
+        )
 
     result = StepResult(status_path=spec.statusPath, requirements=decision.requirements)
     result.results.extend(Result(WARNING, w) for w in decision.warnings)
@@ -120,6 +156,8 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
             # A second claim can only come from an interrupted earlier reconcile; release it.
             result.resources.pop(stale, None)
         _use(spec, request, tenant, decision, result)
+    elif decision.phase is Phase.CLAIM and tenant.namespace is not None:
+        _use(spec, request, tenant, decision, result)  # its listener is its claim
     else:
         _not_yet(spec, request, tenant, decision, result)
     for key in not_held:
@@ -193,7 +231,34 @@ def _tenant(spec: TCPAccess, request: StepRequest) -> Tenant:
                 provider_config = value
     objects = {role: _named(spec, role, sources) for role in ROLES}
     _check_distinct(objects, wrapped=spec.wrap is not None)
-    return Tenant(name, identity, provider_config, Backend(namespace, service, selector), objects)
+    xr_namespace = metadata.get("namespace")
+    if isinstance(xr_namespace, str) and xr_namespace:
+        _check_namespaced(spec, xr_namespace, namespace)
+    else:
+        xr_namespace = None
+    return Tenant(
+        name,
+        identity,
+        provider_config,
+        Backend(namespace, service, selector),
+        objects,
+        xr_namespace,
+    )
+
+
+def _check_namespaced(spec: TCPAccess, xr_namespace: str, backend_namespace: str) -> None:
+    """A Crossplane v2 Namespaced XR composes in its own namespace only."""
+    if spec.wrap is not None:
+        raise InputError("wrap: a Namespaced XR composes directly; wrap is for Crossplane v1.x")
+    if spec.placement != "Backend":
+        raise InputError(
+            f"placement: a Namespaced XR cannot compose in {spec.gatewayNamespace}; use Backend"
+        )
+    if backend_namespace != xr_namespace:
+        raise InputError(
+            f"backend.namespace: {backend_namespace!r} is not the XR's namespace "
+            f"{xr_namespace!r}, where a Namespaced XR composes"
+        )
 
 
 def _named(spec: TCPAccess, role: str, sources: tuple[dict, ...]) -> Named:
@@ -275,6 +340,33 @@ def _adoption(request: StepRequest, tenant: Tenant, wrapped: bool) -> Adoption |
     return Adoption(gateway=gateway, port=port, listener_set=where)
 
 
+def _placed(spec: TCPAccess, request: StepRequest, tenant: Tenant) -> allocation.Placed | None:
+    """A Namespaced XR's current listener set, newest port first if there are two."""
+    found = []
+    for key, obj in request.observed.items():
+        if not tenant.is_listener_set(key):
+            continue
+        port = readiness.listener_port(obj)
+        gateway = fieldpath.text(obj, "spec.parentRef.name")
+        shard = fieldpath.mapping(obj, "metadata.labels").get(labellib.SHARD, "")
+        if not port or gateway is None or not str(shard).isdigit():
+            continue
+        conditions = readiness.listener_conditions(obj, spec.listenerName)
+        hostname = fieldpath.mapping(obj, "metadata.annotations").get(labellib.HOSTNAME)
+        found.append(
+            allocation.Placed(
+                shard=int(shard),
+                port=port,
+                gateway=gateway,
+                hostname=hostname if isinstance(hostname, str) else None,
+                conflicted=conditions.get("Conflicted") == "True",
+                listener_set=(tenant.namespace or "", fieldpath.text(obj, "metadata.name") or ""),
+            )
+        )
+    found.sort(key=lambda p: (p.conflicted, -p.port))
+    return found[0] if found else None
+
+
 def held_but_unused(request, tenant: Tenant, decision: Decision) -> list[str]:
     chosen = decision.allocation.claim_name if decision.allocation else None
     stale = []
@@ -309,7 +401,13 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     backend = tenant.backend
     route_namespace = backend.namespace if spec.placement == "Backend" else spec.gatewayNamespace
     common = {labellib.POOL: spec.pool, labellib.OWNER: label_value(tenant.name)}
-    named = tenant.objects
+    named = dict(tenant.objects)
+    named["listenerSet"] = tenant.listener_set(alloc.port)
+    if tenant.namespace is not None:
+        # Namespaced XRs have no claim: drop listener sets of an earlier port.
+        for key in [k for k in result.resources if tenant.is_listener_set(k)]:
+            if key != named["listenerSet"].key:
+                result.resources.pop(key)
 
     objects = {
         claim_key(alloc.port): build_claim(
@@ -327,7 +425,12 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
             flavour=flavour,
             name=named["listenerSet"].name,
             namespace=route_namespace,
-            labels=common,
+            labels={
+                **common,
+                labellib.SHARD: str(alloc.shard),
+                labellib.PORT: str(alloc.port),
+            },
+            annotations={labellib.HOSTNAME: alloc.hostname} if alloc.hostname else None,
             gateway=alloc.gateway,
             gateway_namespace=spec.gatewayNamespace,
             listener_name=spec.listenerName,
@@ -354,6 +457,8 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
             from_pod_selector=spec.dataPlane.podSelector,
         ),
     }
+    if tenant.namespace is not None:
+        del objects[claim_key(alloc.port)]
     if route_namespace != backend.namespace:
         objects[named["referenceGrant"].key] = reference_grant(
             flavour=flavour,
@@ -376,6 +481,11 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     address = shard.address if shard else None
     endpoint = publish.Endpoint(host=alloc.hostname or address, port=alloc.port)
     _publish(spec, request, endpoint, result)
+    if spec.connectionSecret is not None:
+        secret = _connection_secret(spec, request, tenant, result.connection, common)
+        if wrapped:
+            secret = wrap(secret, provider_config=tenant.provider_config)
+        result.resources[SECRET_KEY] = Desired(secret, SECRET_KEY in request.observed)
     result.status = {
         "host": endpoint.host,
         "port": alloc.port,
@@ -386,7 +496,10 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
 
     where = f"{endpoint.host or alloc.gateway}:{alloc.port}"
     listener = live(request.observed.get(named["listenerSet"].key), wrapped)
-    if readiness.listener_conditions(listener, spec.listenerName).get("Conflicted") == "True":
+    if decision.conflict:
+        reason, message = "Conflicted", f"{decision.conflict}: moving to {where}"
+        result.results.append(Result(WARNING, message, reason))
+    elif readiness.listener_conditions(listener, spec.listenerName).get("Conflicted") == "True":
         reason, message = "Conflicted", f"port {alloc.port} is already used behind {alloc.gateway}"
         result.results.append(Result(WARNING, f"listener {message}", reason))
     elif all(d.ready for k, d in result.resources.items() if k in objects):
@@ -404,6 +517,22 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     result.status = {k: v for k, v in result.status.items() if v is not None}
     status = "True" if reason == "Ready" else "False"
     result.conditions.append(Condition(CONDITION, status, reason, message))
+
+
+def _connection_secret(spec, request, tenant: Tenant, details: dict, labels: dict) -> dict:
+    sources = (request.xr, request.desired_xr)
+    given = spec.connectionSecret
+    name = _render("connectionSecret.name", given.name, sources)
+    namespace = tenant.namespace or tenant.backend.namespace
+    if given.namespace is not None:
+        namespace = _render("connectionSecret.namespace", given.namespace, sources)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": fit(name), "namespace": namespace, "labels": dict(labels)},
+        "type": "connection.crossplane.io/v1alpha1",
+        "data": {k: base64.b64encode(v).decode() for k, v in sorted(details.items())},
+    }
 
 
 def _publish(spec, request: StepRequest, endpoint, result: StepResult) -> None:

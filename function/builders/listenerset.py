@@ -14,11 +14,12 @@ def listener_set(
     gateway_namespace: str,
     listener_name: str,
     port: int,
+    annotations: dict | None = None,
 ) -> dict:
     return {
         "apiVersion": flavour.listenerset_api,
         "kind": flavour.listenerset_kind,
-        "metadata": metadata(name, namespace, labels),
+        "metadata": metadata(name, namespace, labels, annotations),
         "spec": {
             "parentRef": {
                 "group": "gateway.networking.k8s.io",
