@@ -1,0 +1,21 @@
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.crds import MISSING_CRDS, Validator, configured_crd_dir, crd_dir
+
+
+@pytest.fixture(scope="session")
+def crds_dir() -> Path:
+    """The upstream CRD folder; tests that need it are skipped where it is missing."""
+    found = crd_dir()
+    if found is None:
+        pytest.skip(MISSING_CRDS.format(configured_crd_dir()))
+    return found
+
+
+@pytest.fixture(scope="session")
+def crd_validator(crds_dir: Path) -> Callable[[str, bool], Validator]:
+    """crd_validator("v1.6", wrapped=False): the flavour's Validator (built once, cached)."""
+    return Validator.for_flavour
