@@ -128,6 +128,18 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         # Every listener is a port of the shard's LoadBalancer Service, and so a NodePort.
         "nodePorts": listeners,
     }
+    missing = sorted(i for i in usage.ports if i not in observed)
+    if missing and observed:
+        # Claims on a shard whose Gateway is gone (deleted by hand): it comes back, and its
+        # tenants keep their ports.
+        result.status["missingShards"] = missing
+        result.results.append(
+            Result(
+                WARNING,
+                f"claims name shard(s) {missing} whose Gateway was missing; composing it again",
+                "MissingShard",
+            )
+        )
     if usage.orphans:
         result.status["orphanedClaims"] = sorted(usage.orphans)
     if usage.strays:

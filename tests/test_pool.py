@@ -172,6 +172,7 @@ def test_wrapped_gateways_and_object_claims():
     ("change", "named"),
     [
         ({"ports": "10000-10010"}, "ports"),
+        ({"ports": "19999-10000"}, "ports"),
         ({"capacity": 20}, "capacity"),
         ({"provider": "custom"}, "capacity"),
         ({"hostname": "db.example.ch"}, "hostname"),
@@ -181,3 +182,13 @@ def test_wrapped_gateways_and_object_claims():
 def test_bad_input(change, named):
     with pytest.raises(ValueError, match=named):
         spec(**change)
+
+
+def test_a_claim_on_a_shard_whose_gateway_vanished_brings_it_back_and_says_so():
+    first = reconcile(spec(), claims_on(1, 7) + claims_on(2, 1))
+    observed = as_observed(first)
+    del observed["gateway-2"]  # deleted by hand
+    result = reconcile(spec(), claims_on(1, 7) + claims_on(2, 1), observed)
+    assert "gateway-2" in gateways(result)
+    assert result.status["missingShards"] == [2]
+    assert any(r.reason == "MissingShard" for r in result.results)

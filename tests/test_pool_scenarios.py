@@ -134,3 +134,34 @@ def test_cloudscale_pool_of_a_thousand_tenants():
     assert status["totals"]["used"] == 1000
     assert status["nodePorts"] == 1000 + len(world.shards())
     world.close()
+
+
+def test_a_shard_gateway_changed_by_hand_is_put_back():
+    world = PoolWorld(mode="v2", provider="exoscale", capacity=10, headroom=3)
+    world.reconcile_pool()
+    gateway = world.shards()[1]
+    written = {k: gateway[k] for k in ("metadata", "spec")}
+    edited = dict(gateway)
+    edited["metadata"] = {
+        **gateway["metadata"],
+        "annotations": {
+            **gateway["metadata"]["annotations"],
+            labels.CAPACITY: "64",
+            labels.PORTS: "1-64",
+        },
+    }
+    edited["spec"] = {
+        **gateway["spec"],
+        "listeners": [
+            *gateway["spec"]["listeners"],
+            {"name": "extra", "port": 10003, "protocol": "TCP"},
+        ],
+    }
+    world.cluster.update(edited)
+    assert world.shards()[1]["spec"]["listeners"] != written["spec"]["listeners"]
+    world.reconcile_pool()
+    restored = world.shards()[1]
+    assert restored["spec"]["listeners"] == written["spec"]["listeners"]
+    for key in (labels.CAPACITY, labels.PORTS):
+        assert restored["metadata"]["annotations"][key] == written["metadata"]["annotations"][key]
+    world.close()

@@ -49,6 +49,23 @@ def test_shards_fill_in_order_and_tenant_28_finds_the_pool_full(world):
     assert world.composed("pg-28") == {}
     world.check()
 
+    # Deleting one tenant frees its port, and tenant 28 gets it.
+    freed = world.port("pg-13")
+    world.delete_tenant("pg-13")
+    world.settle(3, ["pg-28"])
+    assert world.port("pg-28") == freed
+    assert world.condition("pg-28") == ("True", "Ready")
+
+    # Three more reconciles of everyone and a function restart change no port.
+    before = world.ports()
+    objects = {name: uids(world, name) for name in world.tenants}
+    world.settle(3)
+    world.restart_function()
+    world.settle(1)
+    assert world.ports() == before
+    assert {name: uids(world, name) for name in world.tenants} == objects
+    world.check()
+
 
 def test_a_deleted_tenant_frees_its_port_for_the_next(world):
     world.add_shard(1, capacity=4)  # three tenant slots
