@@ -4,6 +4,7 @@ a lost port."""
 
 import random
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 
 from function import labels
 from function.fn import FunctionRunner
@@ -264,6 +265,17 @@ class LaggingLookups:
         return self.live.is_namespaced(api_version, kind)
 
 
+class StaleXR(LaggingLookups):
+    """The opposite skew: the XR and its composed resources are read from an older snapshot
+    (the XR informer lags), the label lookups live (the Lease/Object informer is current)."""
+
+    def get_raw(self, *args, **kwargs):
+        return self.old.get_raw(*args, **kwargs)
+
+    def list_raw(self, *args, **kwargs):
+        return self.live.list_raw(*args, **kwargs)
+
+
 def object_key(obj: dict) -> tuple[str, str, str, str]:
     md = obj["metadata"]
     return (obj["apiVersion"].rpartition("/")[0], obj["kind"], md.get("namespace", ""), md["name"])
@@ -321,10 +333,14 @@ def tenant_slots(gateway_obj: dict) -> int:
     return max(0, capacity - max(1, len(gateway_obj["spec"].get("listeners") or [])))
 
 
-def claims_per_shard(world: World) -> Counter:
-    """Distinct claimed ports per shard index (as the claims' shard labels say)."""
+def claims_per_shard(world: World, ignore: Iterable[str] = ()) -> Counter:
+    """Distinct claimed ports per shard index (as the claims' shard labels say), leaving out
+    claims held by the XR UIDs in `ignore`."""
+    ignored = set(ignore)
     ports: dict[int, set[int]] = defaultdict(set)
     for lock in claim_locks(world):
+        if claim_holder(lock) in ignored:
+            continue
         md_labels = lock["metadata"]["labels"]
         ports[int(md_labels[labels.SHARD])].add(int(md_labels[labels.PORT]))
     return Counter({shard: len(p) for shard, p in ports.items()})
@@ -340,9 +356,10 @@ def eligible_shards(world: World) -> list[dict]:
     return [g for g in gateways if flag[g["metadata"]["name"]] != "false"]
 
 
-def free_slots(world: World) -> int:
-    """Free tenant slots on the eligible shards: capacity minus own listeners minus claims."""
-    used = claims_per_shard(world)
+def free_slots(world: World, ignore: Iterable[str] = ()) -> int:
+    """Free tenant slots on the eligible shards: capacity minus own listeners minus claims
+    (claims held by the XR UIDs in `ignore` count as free)."""
+    used = claims_per_shard(world, ignore)
     return sum(
         max(0, tenant_slots(g) - used[int(g["metadata"]["labels"][labels.SHARD])])
         for g in eligible_shards(world)
@@ -372,3 +389,29 @@ def controlled_by(world: World, uid: str) -> set[tuple]:
         for obj in world.cluster.list_raw(api_version, kind)
         if controller_uid(obj) == uid
     }
+
+
+def listeners_per_gateway(world: World) -> dict[str, dict[tuple, int]]:
+    """Gateway name -> {(owner kind, namespace, name, listener name): port} for the Gateway's
+    own listeners and every ListenerSet attached to it: those in the cluster and, when
+    wrapped, those in provider-kubernetes Objects (the provider may not have run yet)."""
+    sets: dict[tuple, dict] = {}
+    for api_version, kind in LISTENER_SETS:
+        for ls in world.cluster.list_raw(api_version, kind):
+            sets[(kind, ls["metadata"]["namespace"], ls["metadata"]["name"])] = ls
+    for obj in world.cluster.list_raw(*CLAIM_OBJECT):
+        manifest = ((obj.get("spec") or {}).get("forProvider") or {}).get("manifest") or {}
+        if manifest.get("kind") in ("ListenerSet", "XListenerSet"):
+            md = manifest.get("metadata") or {}
+            sets.setdefault((manifest["kind"], md.get("namespace", ""), md.get("name")), manifest)
+    out: dict[str, dict[tuple, int]] = defaultdict(dict)
+    for g in world.cluster.list_raw("gateway.networking.k8s.io/v1", "Gateway", NS):
+        for listener in g["spec"].get("listeners") or []:
+            out[g["metadata"]["name"]][("Gateway", NS, g["metadata"]["name"], listener["name"])] = (
+                listener["port"]
+            )
+    for (kind, namespace, name), ls in sets.items():
+        parent = ls["spec"]["parentRef"]["name"]
+        for listener in ls["spec"]["listeners"]:
+            out[parent][(kind, namespace, name, listener["name"])] = listener["port"]
+    return out
