@@ -20,6 +20,7 @@ claims of the first window of candidates → claims of the next window → stabl
 """
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from function import claims as claimlib
@@ -309,7 +310,7 @@ def _pool_shards(pool: Pool, lookups: dict, decision: Decision) -> list[Shard] |
     return open_shards
 
 
-def _shards(pool: Pool, objects: list[dict] | None, warnings: list[str]) -> list[Shard] | None:
+def _shards(pool: Pool, objects: Iterable[dict] | None, warnings: list[str]) -> list[Shard] | None:
     if objects is None:
         return None
     shards: dict[int, Shard] = {}
@@ -391,7 +392,7 @@ def _shard_view(
     return view
 
 
-def _claims(pool: Pool, objects: list[dict] | None, warnings: list[str]):
+def _claims(pool: Pool, objects: Iterable[dict] | None, warnings: list[str]):
     if objects is None:
         return None
     found = []

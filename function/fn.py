@@ -1,9 +1,15 @@
 """The Crossplane adapter: protobuf request in, protobuf response out. No policy here."""
 
+import collections
+import functools
+import hashlib
+import os
+
 import grpc
 from crossplane.function import logging, resource, response
 from crossplane.function.proto.v1 import run_function_pb2 as fnv1
 from crossplane.function.proto.v1 import run_function_pb2_grpc as grpcv1
+from google.protobuf import struct_pb2
 from pydantic import ValidationError
 
 from function import fieldpath, pool, structs, tenant
@@ -21,18 +27,26 @@ _STATUS = {
 }
 
 
+CACHE_SIZE = int(os.environ.get("TCP_ACCESS_RESPONSE_CACHE", "4096"))
+MAX_CACHED_REQUEST = 1 << 20
+
+
 class FunctionRunner(grpcv1.FunctionRunnerServiceServicer):
     """Serves RunFunction for the TCPAccess and GatewayPool steps."""
 
-    def __init__(self):
+    def __init__(self, cache_size: int = CACHE_SIZE):
         self.log = logging.get_logger()
+        self.responses = ResponseCache(cache_size)
 
     async def RunFunction(
         self, req: fnv1.RunFunctionRequest, _: grpc.aio.ServicerContext | None = None
     ) -> fnv1.RunFunctionResponse:
+        return self.responses.get_or_compute(req, self._compute)
+
+    def _compute(self, req: fnv1.RunFunctionRequest) -> fnv1.RunFunctionResponse:
         rsp = response.to(req)
         try:
-            write(rsp, run(req))
+            write(rsp, run(req), speaks_required_resources(req))
         except Exception as err:  # an escaping exception would be a gRPC error: report it
             self.log.exception("unexpected error")
             rsp = response.to(req)  # drop whatever was half written
@@ -40,20 +54,56 @@ class FunctionRunner(grpcv1.FunctionRunnerServiceServicer):
         return rsp
 
 
+class ResponseCache:
+    """The response is a pure function of the request, and a settled tenant's reconciles
+    send the same request every time: answer those from a bounded LRU of serialized
+    responses instead of computing them again. Not state: a hit returns exactly what the
+    computation would (TCP_ACCESS_RESPONSE_CACHE=0 turns it off)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._entries: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
+
+    def get_or_compute(self, req, compute) -> fnv1.RunFunctionResponse:
+        # A pool step's request of thousands of claims is neither repeated often nor cheap to
+        # hash and keep: compute it.
+        if self.size <= 0 or req.ByteSize() > MAX_CACHED_REQUEST:
+            return compute(req)
+        key = hashlib.sha256(req.SerializeToString(deterministic=True)).digest()
+        hit = self._entries.get(key)
+        if hit is not None:
+            self._entries.move_to_end(key)
+            return fnv1.RunFunctionResponse.FromString(hit)
+        rsp = compute(req)
+        self._entries[key] = rsp.SerializeToString(deterministic=True)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return rsp
+
+
 STEPS = {"TCPAccess": (TCPAccess, tenant), "GatewayPool": (GatewayPool, pool)}
 
 
 def run(req: fnv1.RunFunctionRequest) -> StepResult:
-    data = resource.struct_to_dict(req.input) if req.HasField("input") else {}
+    raw = req.input.SerializeToString(deterministic=True) if req.HasField("input") else b""
+    spec = parse_input(raw)
+    if isinstance(spec, StepResult):
+        return spec
+    return STEPS[spec.kind][1].run(spec, read(req))
+
+
+@functools.lru_cache(maxsize=64)
+def parse_input(raw: bytes) -> TCPAccess | GatewayPool | StepResult:
+    """The validated input; every tenant of a composition sends the same bytes, so the
+    validation runs once per input, not once per call."""
+    data = structs.to_dict(struct_pb2.Struct.FromString(raw))
     kind = data.get("kind", "TCPAccess")
     if kind not in STEPS:
         return fatal(f"input.kind: {kind!r} is not one of {', '.join(STEPS)}")
-    model, module = STEPS[kind]
     try:
-        spec = model.model_validate(data)
+        return STEPS[kind][0].model_validate(data)
     except ValidationError as err:
         return fatal(f"invalid {kind} input: {describe(err)}")
-    return module.run(spec, read(req))
 
 
 def describe(err: ValidationError) -> str:
@@ -65,23 +115,31 @@ def describe(err: ValidationError) -> str:
 
 
 def read(req: fnv1.RunFunctionRequest) -> StepRequest:
-    lookups: dict[str, list[dict]] = {}
-    # Crossplane v1.x fills extra_resources, v2 required_resources: read both.
-    for source in (req.extra_resources, req.required_resources):
+    lookups: dict[str, structs.Objects] = {}
+    # Crossplane v1.x fills extra_resources, v2 required_resources: read both, and the
+    # same name only once (a v2 that answers both fields sends every lookup twice).
+    for source in (req.required_resources, req.extra_resources):
         for name, resources in source.items():
-            lookups[name] = [structs.looked_up(item.resource) for item in resources.items]
+            if name not in lookups:
+                lookups[name] = structs.Objects(resources.items)
     return StepRequest(
         xr=structs.to_dict(req.observed.composite.resource),
         desired_xr=structs.to_dict(req.desired.composite.resource),
         observed={key: structs.to_dict(r.resource) for key, r in req.observed.resources.items()},
         lookups=lookups,
         connection=dict(req.observed.composite.connection_details),
-        desired={key: structs.to_dict(r.resource) for key, r in req.desired.resources.items()},
+        desired=structs.Resources(req.desired.resources),
         desired_connection=dict(req.desired.composite.connection_details),
     )
 
 
-def write(rsp: fnv1.RunFunctionResponse, result: StepResult) -> None:
+def speaks_required_resources(req: fnv1.RunFunctionRequest) -> bool:
+    """Crossplane v2 advertises that it reads `requirements.resources`; v1.x advertises
+    nothing and reads only the deprecated `extra_resources`."""
+    return fnv1.Capability.CAPABILITY_REQUIRED_RESOURCES in req.meta.capabilities
+
+
+def write(rsp: fnv1.RunFunctionResponse, result: StepResult, v2_only: bool = False) -> None:
     for item in result.results:
         rsp.results.append(
             fnv1.Result(
@@ -95,9 +153,11 @@ def write(rsp: fnv1.RunFunctionResponse, result: StepResult) -> None:
         return
     for requirement in result.requirements:
         selector = selector_for(requirement)
-        # Crossplane v2 reads `resources`, v1.x `extra_resources`: write both.
+        # v1.x reads `extra_resources` only. v2 answers both fields, so writing both to a
+        # Crossplane that says it reads `resources` would send every lookup twice.
         rsp.requirements.resources[requirement.name].CopyFrom(selector)
-        rsp.requirements.extra_resources[requirement.name].CopyFrom(selector)
+        if not v2_only:
+            rsp.requirements.extra_resources[requirement.name].CopyFrom(selector)
     for key, desired in result.resources.items():
         target = rsp.desired.resources[key]
         target.resource.Clear()

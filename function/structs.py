@@ -5,6 +5,8 @@ once lookups return hundreds of objects. Reading the oneof directly is several t
 cheaper and gives the same values (numbers stay floats, as on the wire).
 """
 
+from collections.abc import Mapping, Sequence
+
 from google.protobuf import struct_pb2
 
 
@@ -54,3 +56,42 @@ def set_path(struct: struct_pb2.Struct, parts: list[str], value) -> None:
             raise TypeError(f"{'.'.join(parts[: number + 1])} is not an object")
         struct = struct.get_or_create_struct(part)
     struct[parts[-1]] = value
+
+
+class Objects(Sequence):
+    """Looked-up objects, each read from its Struct when it is used and not kept: a pool
+    step over 10,000 claims then never holds them all as dicts at once."""
+
+    def __init__(self, items):
+        self._items = items  # repeated fnv1.Resource
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [looked_up(item.resource) for item in self._items[index]]
+        return looked_up(self._items[index].resource)
+
+    def __iter__(self):
+        for item in self._items:
+            yield looked_up(item.resource)
+
+
+class Resources(Mapping):
+    """Earlier steps' desired resources, read only when asked for (a patch names one):
+    converting them all on every call cost more than the step's own work."""
+
+    def __init__(self, resources):
+        self._resources = resources  # map<string, fnv1.Resource>
+
+    def __getitem__(self, key: str) -> dict:
+        if key not in self._resources:
+            raise KeyError(key)
+        return to_dict(self._resources[key].resource)
+
+    def __iter__(self):
+        return iter(self._resources)
+
+    def __len__(self) -> int:
+        return len(self._resources)

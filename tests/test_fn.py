@@ -103,3 +103,34 @@ def test_an_exception_in_the_core_is_a_fatal_result_not_a_grpc_error(monkeypatch
     monkeypatch.setattr(fn.tenant, "run", boom)
     [message] = fatal_messages(call(request()))
     assert "kaboom" in message
+
+
+def test_a_crossplane_that_reads_required_resources_is_not_asked_twice():
+    req = request()
+    req.meta.capabilities.append(fnv1.Capability.CAPABILITY_REQUIRED_RESOURCES)
+    rsp = call(req)
+    assert set(rsp.requirements.resources) == {"tcp-gateways-accepting"}
+    assert not rsp.requirements.extra_resources  # v2 would answer both: every lookup twice
+
+
+def test_a_repeated_request_is_answered_from_the_cache_with_the_same_response():
+    observed = {"tcp-claim-10003": claim(10003, holder="u-db")}
+    req = request(observed=observed)
+    req.required_resources["tcp-gateway-shard-1"].items.add().resource.update(gateway(1))
+    runner = fn.FunctionRunner(cache_size=8)
+    fresh = fn.FunctionRunner(cache_size=0)
+    first = asyncio.run(runner.RunFunction(req, None))
+    again = asyncio.run(runner.RunFunction(req, None))
+    assert again == first == asyncio.run(fresh.RunFunction(req, None))
+    assert len(runner.responses._entries) == 1
+    # A different request is computed, not served from the cache.
+    req.observed.composite.resource["metadata"]["name"] = "other-db"
+    other = asyncio.run(runner.RunFunction(req, None))
+    assert other != first and len(runner.responses._entries) == 2
+
+
+def test_the_cache_is_bounded():
+    runner = fn.FunctionRunner(cache_size=2)
+    for name in ("a", "b", "c"):
+        asyncio.run(runner.RunFunction(request(xr={**XR, "metadata": {"name": name}}), None))
+    assert len(runner.responses._entries) == 2
