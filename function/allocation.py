@@ -36,6 +36,7 @@ WINDOW = 3  # candidate shards whose claims are read per requirement round
 MAX_WINDOWS = 2  # keeps the loop within Crossplane's limit of calls per step
 
 ACCEPTING_GATEWAYS = "tcp-gateways-accepting"
+OWN_CLAIMS = "tcp-claims-own"
 ALL_GATEWAYS = "tcp-gateways"
 
 
@@ -62,6 +63,13 @@ class Pool:
 
     def gateways(self, name: str, **extra: str) -> Requirement:
         return Requirement(name, GATEWAY_API, "Gateway", self.labels(**extra), self.namespace)
+
+    def own_claims(self, owner: str) -> Requirement:
+        """This XR's claims, wherever they are: the XR as Crossplane shows it may lag."""
+        match = self.labels(**{labels.OWNER: owner, labels.ROLE: labels.CLAIM_ROLE})
+        if self.wrapped:
+            return Requirement(OWN_CLAIMS, claimlib.OBJECT_API, "Object", match)
+        return Requirement(OWN_CLAIMS, claimlib.LEASE_API, "Lease", match, self.namespace)
 
     def claims(self, index: int) -> Requirement:
         match = self.labels(**{labels.SHARD: str(index), labels.ROLE: labels.CLAIM_ROLE})
@@ -122,11 +130,15 @@ def start_offset(identity: str, size: int) -> int:
 
 
 def free_ports(shard: Shard, view: ShardView) -> list[int]:
-    """The ports a new tenant may claim on this shard; none when its slots are used up."""
-    if len(view.tenants) >= shard.tenant_slots:
+    """The ports a new tenant may claim on this shard: its lowest free ports, as many as it
+    has free slots. A claim locks a port, not a slot: offering more ports than free slots
+    (a range wider than the capacity) would let tenants racing from one view all get one,
+    beyond the shard's capacity."""
+    room = shard.tenant_slots - len(view.tenants)
+    if room <= 0:
         return []
     blocked = view.taken | shard.own_ports
-    return [port for port in shard.ports() if port not in blocked]
+    return [port for port in shard.ports() if port not in blocked][:room]
 
 
 def decide(
@@ -136,13 +148,31 @@ def decide(
     lookups: dict,
     attempt: int = 1,
     adopt: Adoption | None = None,
+    owner: str | None = None,
 ) -> Decision:
     """Run the protocol for one XR. `lookups` maps requirement name -> list of objects;
     a missing name means Crossplane has not resolved that requirement yet. `attempt` counts
-    this XR's claims in a row that did not come back as held (lost races)."""
+    this XR's claims in a row that did not come back as held (lost races). `owner` is the
+    XR's owner label value: its own claims are looked up by it."""
     if held is not None:
         return _sticky(pool, held, lookups)
-    return _claim_first(pool, identity, lookups, attempt, adopt)
+    if owner is None:
+        return _claim_first(pool, identity, lookups, attempt, adopt)
+    # The XR as Crossplane shows it may lag behind the lookups: a claim this XR holds that
+    # it does not show is still its allocation (never a second port).
+    own = pool.own_claims(owner)
+    found = _claims(pool, lookups.get(own.name), [])
+    mine = sorted(c for c in found or [] if c.holder == identity)
+    decision = (
+        _sticky(pool, mine[0], lookups)
+        if mine
+        else _claim_first(pool, identity, lookups, attempt, adopt)
+    )
+    decision.requirements.insert(0, own)
+    if found is None and decision.phase is not Phase.PENDING:
+        decision.phase = Phase.PENDING  # nothing is decided before its own claims are read
+        decision.allocation = None
+    return decision
 
 
 def _sticky(pool: Pool, held: claimlib.Claim, lookups: dict) -> Decision:

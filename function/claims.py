@@ -19,7 +19,7 @@ def claim_name(pool: str, port: int) -> str:
     return fit(f"tcp-{pool}-{port}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Claim:
     name: str
     port: int

@@ -141,6 +141,7 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
             request.lookups,
             attempt=claim_attempt(spec, request),
             adopt=None if held else _adoption(request, tenant, wrapped),
+            owner=label_value(tenant.name),
         )
 
     result = StepResult(status_path=spec.statusPath, requirements=decision.requirements)

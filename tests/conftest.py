@@ -19,3 +19,14 @@ def crds_dir() -> Path:
 def crd_validator(crds_dir: Path) -> Callable[[str, bool], Validator]:
     """crd_validator("v1.6", wrapped=False): the flavour's Validator (built once, cached)."""
     return Validator.for_flavour
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print what the run simulated and fuzzed (tests/stats.py), e.g. "simulated reconciles:
+    12345", so a shrinking budget shows in CI."""
+    from tests import stats
+
+    if stats.COUNTS:
+        terminalreporter.section("simulated and fuzzed")
+        for what, count in sorted(stats.COUNTS.items()):
+            terminalreporter.write_line(f"{what}: {count}")

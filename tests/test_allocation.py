@@ -13,12 +13,12 @@ def resolve(decision, available: dict) -> dict:
     return {r.name: available.get(r.name, []) for r in decision.requirements}
 
 
-def run_loop(pool, identity, held, available, max_calls=6):
+def run_loop(pool, identity, held, available, max_calls=6, owner=None):
     """Call `decide` until the requirements repeat, as Crossplane does; return the last."""
     lookups: dict = {}
     previous = None
     for call in range(1, max_calls + 1):
-        decision = allocation.decide(pool, identity, held, lookups)
+        decision = allocation.decide(pool, identity, held, lookups, owner=owner)
         if decision.requirements == previous:
             return decision, call
         previous = decision.requirements
@@ -242,3 +242,27 @@ def test_claim_lookups_select_on_the_claim_role():
     from function.builders.object import wrap
 
     assert not read.matches(wrap(gateway(1), provider_config="kubernetes"))
+
+
+def test_racers_for_the_last_slot_of_a_wide_range_all_pick_the_same_port():
+    # Capacity 3 (two tenant slots) over ten ports, one taken: every racer from this view
+    # must pick the same port, so the claim (a port lock) also locks the last slot.
+    available = {
+        "tcp-gateways-accepting": [gateway(1, ports="10000-10009", capacity=3, own_port=9999)],
+        "tcp-claims-shard-1": [claim(10004)],
+        "tcp-claims-own": [],
+    }
+    ports = {run_loop(POOL, f"uid-{i}", None, available)[0].allocation.port for i in range(20)}
+    assert ports == {10000}
+
+
+def test_an_own_claim_the_lagging_xr_does_not_show_is_its_allocation():
+    mine = claim(10006, holder="uid-a", owner="a")
+    available = {"tcp-claims-own": [mine], "tcp-gateway-shard-1": [gateway(1)]}
+    decision, _ = run_loop(POOL, "uid-a", None, available, owner="a")
+    assert decision.phase is Phase.STICKY  # used at once: no second claim, no Claiming phase
+    assert decision.allocation.port == 10006
+    # Someone else's claim with the same owner label is not ours.
+    other = {**available, "tcp-gateways-accepting": []}
+    decision, _ = run_loop(POOL, "uid-b", None, other, owner="a")
+    assert decision.phase is not Phase.STICKY

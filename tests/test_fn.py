@@ -37,7 +37,7 @@ def fatal_messages(rsp):
 
 def test_requirements_are_written_to_both_fields():
     rsp = call(request())
-    assert set(rsp.requirements.resources) == {"tcp-gateways-accepting"}
+    assert set(rsp.requirements.resources) == {"tcp-gateways-accepting", "tcp-claims-own"}
     assert rsp.requirements.resources == rsp.requirements.extra_resources
     selector = rsp.requirements.resources["tcp-gateways-accepting"]
     assert selector.namespace == NS
@@ -49,6 +49,7 @@ def test_lookups_are_read_from_either_field(field):
     req = request()
     getattr(req, field)["tcp-gateways-accepting"].items.add().resource.update(gateway(1))
     getattr(req, field)["tcp-claims-shard-1"].SetInParent()  # resolved, nothing found
+    getattr(req, field)["tcp-claims-own"].SetInParent()
     rsp = call(req)
     [key] = rsp.desired.resources
     assert key.startswith("tcp-claim-")
@@ -109,7 +110,7 @@ def test_a_crossplane_that_reads_required_resources_is_not_asked_twice():
     req = request()
     req.meta.capabilities.append(fnv1.Capability.CAPABILITY_REQUIRED_RESOURCES)
     rsp = call(req)
-    assert set(rsp.requirements.resources) == {"tcp-gateways-accepting"}
+    assert set(rsp.requirements.resources) == {"tcp-gateways-accepting", "tcp-claims-own"}
     assert not rsp.requirements.extra_resources  # v2 would answer both: every lookup twice
 
 
