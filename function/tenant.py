@@ -393,6 +393,20 @@ def _ready(key: str, observed: dict | None, tenant: Tenant, wrapped: bool) -> bo
     return True
 
 
+def _claim(spec: TCPAccess, tenant: Tenant, alloc: allocation.Allocation) -> dict:
+    return build_claim(
+        name=alloc.claim_name,
+        namespace=spec.gatewayNamespace,
+        pool=spec.pool,
+        shard=alloc.shard,
+        port=alloc.port,
+        gateway=alloc.gateway,
+        hostname=alloc.hostname,
+        owner=tenant.name,
+        holder=tenant.identity,
+    )
+
+
 def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result: StepResult):
     """Rule 3: the claim is held; build the data path on its shard and port."""
     alloc = decision.allocation
@@ -411,17 +425,7 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
                 result.resources.pop(key)
 
     objects = {
-        claim_key(alloc.port): build_claim(
-            name=alloc.claim_name,
-            namespace=spec.gatewayNamespace,
-            pool=spec.pool,
-            shard=alloc.shard,
-            port=alloc.port,
-            gateway=alloc.gateway,
-            hostname=alloc.hostname,
-            owner=tenant.name,
-            holder=tenant.identity,
-        ),
+        claim_key(alloc.port): _claim(spec, tenant, alloc),
         named["listenerSet"].key: listener_set(
             flavour=flavour,
             name=named["listenerSet"].name,
@@ -555,17 +559,7 @@ def _not_yet(spec, request: StepRequest, tenant: Tenant, decision: Decision, res
 
     if decision.phase is Phase.CLAIM:
         alloc = decision.allocation
-        claim = build_claim(
-            name=alloc.claim_name,
-            namespace=spec.gatewayNamespace,
-            pool=spec.pool,
-            shard=alloc.shard,
-            port=alloc.port,
-            gateway=alloc.gateway,
-            hostname=alloc.hostname,
-            owner=tenant.name,
-            holder=tenant.identity,
-        )
+        claim = _claim(spec, tenant, alloc)
         if spec.wrap is not None:
             claim = wrap(claim, provider_config=tenant.provider_config)
         result.resources[claim_key(alloc.port)] = Desired(claim, False)
