@@ -62,20 +62,24 @@ class ResponseCache:
 
     def __init__(self, size: int):
         self.size = size
-        self._entries: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
+        self._entries: collections.OrderedDict[bytes, fnv1.RunFunctionResponse] = (
+            collections.OrderedDict()
+        )
 
     def get_or_compute(self, req, compute) -> fnv1.RunFunctionResponse:
         # A pool step's request of thousands of claims is neither repeated often nor cheap to
         # hash and keep: compute it.
         if self.size <= 0 or req.ByteSize() > MAX_CACHED_REQUEST:
             return compute(req)
-        key = hashlib.sha256(req.SerializeToString(deterministic=True)).digest()
+        # The bytes as they came (not re-sorted): a request that serialises differently only
+        # misses the cache. A hit returns the stored message itself: it is only serialised.
+        key = hashlib.sha256(req.SerializeToString()).digest()
         hit = self._entries.get(key)
         if hit is not None:
             self._entries.move_to_end(key)
-            return fnv1.RunFunctionResponse.FromString(hit)
+            return hit
         rsp = compute(req)
-        self._entries[key] = rsp.SerializeToString(deterministic=True)
+        self._entries[key] = rsp
         if len(self._entries) > self.size:
             self._entries.popitem(last=False)
         return rsp
