@@ -289,20 +289,10 @@ class TCPAccess(_Model):
         default=None, description="Also compose a Secret with the connection details."
     )
 
-    @field_validator("pool")
+    @field_validator("pool", "gatewayNamespace", "listenerName")
     @classmethod
-    def _pool(cls, value: str) -> str:
-        return _dns_label(value, "pool")
-
-    @field_validator("gatewayNamespace")
-    @classmethod
-    def _gateway_namespace(cls, value: str) -> str:
-        return _dns_label(value, "gatewayNamespace")
-
-    @field_validator("listenerName")
-    @classmethod
-    def _listener_name(cls, value: str) -> str:
-        return _dns_label(value, "listenerName")
+    def _labels_valid(cls, value: str, info) -> str:
+        return _dns_label(value, info.field_name)
 
     @field_validator("statusPath")
     @classmethod

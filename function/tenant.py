@@ -419,9 +419,12 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     named = dict(tenant.objects)
     named["listenerSet"] = tenant.listener_set(alloc.port)
     if tenant.namespace is not None:
-        # Namespaced XRs have no claim: drop listener sets of an earlier port.
+        # Namespaced XRs have no claim: drop the listener set of a port the Gateway refused
+        # (never one that could not be read: rule 6).
         for key in [k for k in result.resources if tenant.is_listener_set(k)]:
-            if key != named["listenerSet"].key:
+            listener = request.observed.get(key)
+            refused = readiness.listener_conditions(listener, spec.listenerName)
+            if key != named["listenerSet"].key and refused.get("Conflicted") == "True":
                 result.resources.pop(key)
 
     objects = {
