@@ -64,19 +64,20 @@ class Pool:
     def gateways(self, name: str, **extra: str) -> Requirement:
         return Requirement(name, GATEWAY_API, "Gateway", self.labels(**extra), self.namespace)
 
-    def own_claims(self, owner: str) -> Requirement:
-        """This XR's claims, wherever they are: the XR as Crossplane shows it may lag."""
-        match = self.labels(**{labels.OWNER: owner, labels.ROLE: labels.CLAIM_ROLE})
-        if self.wrapped:
-            return Requirement(OWN_CLAIMS, claimlib.OBJECT_API, "Object", match)
-        return Requirement(OWN_CLAIMS, claimlib.LEASE_API, "Lease", match, self.namespace)
-
-    def claims(self, index: int) -> Requirement:
-        match = self.labels(**{labels.SHARD: str(index), labels.ROLE: labels.CLAIM_ROLE})
-        name = claims_requirement(index)
+    def claim_lookup(self, name: str, **extra: str) -> Requirement:
+        """Claims of the pool with these labels: Leases, or (wrapped) the cluster-scoped
+        provider-kubernetes Objects that carry them."""
+        match = self.labels(**extra, **{labels.ROLE: labels.CLAIM_ROLE})
         if self.wrapped:
             return Requirement(name, claimlib.OBJECT_API, "Object", match)
         return Requirement(name, claimlib.LEASE_API, "Lease", match, self.namespace)
+
+    def own_claims(self, owner: str) -> Requirement:
+        """This XR's claims, wherever they are: the XR as Crossplane shows it may lag."""
+        return self.claim_lookup(OWN_CLAIMS, **{labels.OWNER: owner})
+
+    def claims(self, index: int) -> Requirement:
+        return self.claim_lookup(claims_requirement(index), **{labels.SHARD: str(index)})
 
 
 class Phase(enum.StrEnum):

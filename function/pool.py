@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from function import claims as claimlib
 from function import fieldpath, labels
-from function.allocation import Requirement
+from function.allocation import Pool, Requirement
 from function.builders.gateway import shard_gateway
 from function.builders.object import wrap
 from function.inputs import GatewayPool
@@ -53,10 +53,8 @@ class Usage:
 
 
 def claims_requirement(spec: GatewayPool) -> Requirement:
-    match = {labels.POOL: spec.pool, labels.ROLE: labels.CLAIM_ROLE}
-    if spec.wrap is not None:
-        return Requirement(CLAIMS, claimlib.OBJECT_API, "Object", match)
-    return Requirement(CLAIMS, claimlib.LEASE_API, "Lease", match, spec.namespace)
+    pool = Pool(name=spec.pool, namespace=spec.namespace, wrapped=spec.wrap is not None)
+    return pool.claim_lookup(CLAIMS)
 
 
 def run(spec: GatewayPool, request: StepRequest) -> StepResult:
