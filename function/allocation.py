@@ -5,11 +5,14 @@ Per reconcile of a tenant XR:
 1. Sticky: a claim the XR controls and holds *is* the allocation. Nothing moves it.
 2. Claim first: otherwise look up the pool's accepting shards, then the claims of a few
    candidate shards, and pick a free port of the lowest shard with room, at an offset
-   hashed from the XR's UID into its free ports. Only the claim is emitted this time.
+   hashed from the XR's UID into its free ports. Only the claim (and the XR's ticket,
+   rule 4) is emitted this time.
 3. Use: the next reconcile observes the claim as held (rule 1) and builds the data path.
 4. Lost race: a claim another XR got first never shows up as observed; we just claim again
-   from a fresher view. A retry spreads out: it starts at a shard of its own among those
-   with room and picks among the free ports of all candidate shards.
+   from a fresher view. Waiting tenants queue up (function/tickets.py): each composes a
+   ticket with its first claim, and the waiters, oldest ticket first, take the free slots
+   of the candidate shards in order, so a loser does not lose again to a tenant that read
+   the same view.
 5. Pool full / no shards: nothing new is emitted.
 6. Partial view: while a lookup is unresolved the decision is PENDING and the caller keeps
    everything the XR already has.
@@ -24,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from function import claims as claimlib
-from function import labels, legacy
+from function import labels, legacy, tickets
 from function.fieldpath import items as fieldpath_items
 from function.fieldpath import mapping as fieldpath_mapping
 from function.names import digest
@@ -37,6 +40,7 @@ MAX_WINDOWS = 2  # keeps the loop within Crossplane's limit of calls per step
 
 ACCEPTING_GATEWAYS = "tcp-gateways-accepting"
 OWN_CLAIMS = "tcp-claims-own"
+TICKETS = "tcp-tickets"
 ALL_GATEWAYS = "tcp-gateways"
 
 
@@ -65,9 +69,17 @@ class Pool:
         return Requirement(name, GATEWAY_API, "Gateway", self.labels(**extra), self.namespace)
 
     def claim_lookup(self, name: str, **extra: str) -> Requirement:
-        """Claims of the pool with these labels: Leases, or (wrapped) the cluster-scoped
+        """Claims of the pool with these labels."""
+        return self._leases(name, labels.CLAIM_ROLE, **extra)
+
+    def tickets(self) -> Requirement:
+        """The pool's tenants waiting for a port."""
+        return self._leases(TICKETS, labels.TICKET_ROLE)
+
+    def _leases(self, name: str, role: str, **extra: str) -> Requirement:
+        """Leases of the pool in this role, or (wrapped) the cluster-scoped
         provider-kubernetes Objects that carry them."""
-        match = self.labels(**extra, **{labels.ROLE: labels.CLAIM_ROLE})
+        match = self.labels(**extra, **{labels.ROLE: role})
         if self.wrapped:
             return Requirement(name, claimlib.OBJECT_API, "Object", match)
         return Requirement(name, claimlib.LEASE_API, "Lease", match, self.namespace)
@@ -85,6 +97,7 @@ class Phase(enum.StrEnum):
     CLAIM = "Claim"
     POOL_FULL = "PoolFull"
     NO_SHARDS = "NoShards"
+    QUEUED = "Queued"  # every free slot in reach goes to a tenant that has waited longer
     PENDING = "Pending"
 
 
@@ -115,6 +128,8 @@ class Decision:
     warnings: list[str] = field(default_factory=list)
     conflict: str | None = None  # why the port the XR listens on could not be adopted
     adopted: bool = False
+    ticket: bool = False  # the XR waits for a port: it composes its ticket (tickets.py)
+    ahead: int = 0  # waiters before this XR in the queue
 
 
 @dataclass
@@ -123,6 +138,7 @@ class ShardView:
 
     tenants: set[int] = field(default_factory=set)  # ports counted against its capacity
     taken: set[int] = field(default_factory=set)  # ports in its range nobody new may claim
+    holders: set[str] = field(default_factory=set)  # who holds its claims
 
 
 def start_offset(identity: str, size: int) -> int:
@@ -215,12 +231,28 @@ def _claim_first(
     def view(shard: Shard, shards: list[Shard]) -> ShardView | None:
         return _shard_view(pool, shard, shards, lookups, decision, old)
 
-    return _choose(pool, identity, lookups, attempt, decision, view)
+    decision.ticket = True
+    return _choose(pool, identity, lookups, attempt, decision, view, queued=True)
 
 
-def _choose(pool: Pool, identity: str, lookups: dict, attempt: int, decision: Decision, view):
-    """Pick a shard and a port from what `view` says of each candidate shard."""
+def _choose(
+    pool: Pool,
+    identity: str,
+    lookups: dict,
+    attempt: int,
+    decision: Decision,
+    view,
+    queued: bool = False,
+):
+    """Pick a shard and a port from what `view` says of each candidate shard. `queued`:
+    waiting tenants take the free slots in the order of their tickets."""
     shards = _pool_shards(pool, lookups, decision)
+    line = None
+    if queued:
+        requirement = pool.tickets()
+        decision.requirements.append(requirement)
+        objects = lookups.get(requirement.name)
+        line = None if objects is None else tickets.line(objects, pool.namespace)
     if shards is None:
         decision.phase = Phase.PENDING
         return decision
@@ -233,32 +265,50 @@ def _choose(pool: Pool, identity: str, lookups: dict, attempt: int, decision: De
     # only orders the search, the claims decide.
     ordered = sorted(shards, key=lambda s: (not s.hinted_free, s.index))
     seed = identity if attempt <= 1 else f"{identity}/{attempt}"
-    if attempt > 1:
+    if attempt > 1 and not queued:
         # This XR lost a race: others are claiming at the same time from the same view.
         # Start the search at a shard of its own among those with room, and choose among
         # the free ports of the whole window, so the contenders spread out.
         roomy = sum(1 for s in ordered if s.hinted_free) or len(ordered)
         turn = start_offset(seed, roomy)
         ordered = ordered[turn:roomy] + ordered[:turn] + ordered[roomy:]
+    slots: list[tuple[Shard, int]] = []
+    waiters: list[str] | None = None
     for window in range(MAX_WINDOWS):
         candidates = ordered[window * WINDOW : (window + 1) * WINDOW]
         if not candidates:
             break
         views = [view(shard, shards) for shard in candidates]
-        if any(view is None for view in views):
+        if any(view is None for view in views) or (queued and line is None):
             return decision
-        slots = [
+        if waiters is None:
+            # Fixed by the first window: a tenant that reads further must not move up the
+            # line past a slot another tenant was given from the first window alone.
+            claimed = set().union(*(v.holders for v in views))
+            waiters = [t.holder for t in line or [] if t.holder not in claimed]
+        slots += [
             (shard, port)
             for shard, view in zip(candidates, views, strict=True)
             for port in free_ports(shard, view)
         ]
-        if attempt <= 1 and slots:
+        if identity in waiters:
+            place = waiters.index(identity)
+            if place < len(slots):
+                _claim(pool, decision, *slots[place])
+                return decision
+            continue
+        # Not in line yet (its ticket is not visible): the slots after the waiters'.
+        rest = slots[len(waiters) :]
+        if attempt <= 1 and rest:
             # First try: fill the lowest shard with room, at a port of this XR's own.
-            slots = [slot for slot in slots if slot[0] is slots[0][0]]
-        if slots:
-            shard, port = slots[start_offset(seed, len(slots))]
-            _claim(pool, decision, shard, port)
+            rest = [slot for slot in rest if slot[0] is rest[0][0]]
+        if rest:
+            _claim(pool, decision, *rest[start_offset(seed, len(rest))])
             return decision
+    if slots and waiters:
+        decision.phase = Phase.QUEUED
+        decision.ahead = waiters.index(identity) if identity in waiters else len(waiters)
+        return decision
     decision.phase = Phase.POOL_FULL
     return decision
 
@@ -412,6 +462,8 @@ def _shard_view(
             resolved = False
             continue
         for claim in found:
+            if claim.holder:
+                view.holders.add(claim.holder)
             if claim.shard == other.index and start <= claim.port <= end:
                 view.taken.add(claim.port)
             if other.index == shard.index and claim.shard == shard.index:

@@ -13,6 +13,7 @@ OWNER = f"{PREFIX}/owner"
 ROLE = f"{PREFIX}/role"  # "claim" on claims: lookups select on it, so wrapped Gateways,
 # listeners and routes (which carry the pool label too) never come back as claims
 CLAIM_ROLE = "claim"
+TICKET_ROLE = "ticket"  # a tenant waiting for a port (function/tickets.py)
 
 HOSTNAME = f"{PREFIX}/hostname"
 PORTS = f"{PREFIX}/ports"

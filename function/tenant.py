@@ -8,11 +8,12 @@ incomplete), and builds the data path once the claim is held.
 import base64
 from dataclasses import dataclass
 
-from function import allocation, fieldpath, publish, readiness, shards
+from function import allocation, fieldpath, publish, readiness, shards, tickets
 from function import claims as claimlib
 from function import labels as labellib
 from function.allocation import Adoption, Decision, Phase
 from function.builders.lease import claim as build_claim
+from function.builders.lease import ticket as build_ticket
 from function.builders.listenerset import listener_set
 from function.builders.networkpolicy import network_policy
 from function.builders.object import wrap
@@ -87,7 +88,7 @@ class Tenant:
     def is_ours(self, key: str) -> bool:
         return (
             key.startswith(CLAIM_KEY_PREFIX)
-            or key == SECRET_KEY
+            or key in (SECRET_KEY, tickets.KEY)
             or any(n.key == key for n in self.objects.values())
             or self.is_listener_set(key)
         )
@@ -120,7 +121,7 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
         ),
         respect_legacy=spec.respectLegacyAllocations,
     )
-    not_held: list[str] = []
+    held, not_held = None, []
     if tenant.namespace is not None:
         flavour = FLAVOURS[spec.gatewayAPI]
         decision = allocation.place(
@@ -153,6 +154,13 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
             result.resources[key] = Desired(keep(obj), _ready(key, obj, tenant, wrapped))
 
     if decision.phase is Phase.STICKY:
+        if held is None and tenant.namespace is None:
+            # The XR as read lags behind its claim, and may not refer to its ticket yet:
+            # Crossplane deletes only what the XR refers to, so the ticket stays until the
+            # XR shows the claim (or it would be left behind).
+            _queue(spec, request, tenant, result)
+        else:
+            result.resources.pop(tickets.KEY, None)  # it has its port: it leaves the queue
         for stale in held_but_unused(request, tenant, decision):
             # A second claim can only come from an interrupted earlier reconcile; release it.
             result.resources.pop(stale, None)
@@ -555,10 +563,26 @@ def _publish(spec, request: StepRequest, endpoint, result: StepResult) -> None:
     result.results.extend(Result(WARNING, w) for w in [*warnings, *more])
 
 
+def _queue(spec: TCPAccess, request: StepRequest, tenant: Tenant, result: StepResult):
+    """Compose the XR's ticket: its place in the queue of tenants waiting for a port."""
+    ticket = build_ticket(
+        name=tickets.ticket_name(spec.pool, tenant.identity),
+        namespace=spec.gatewayNamespace,
+        pool=spec.pool,
+        owner=tenant.name,
+        holder=tenant.identity,
+    )
+    if spec.wrap is not None:
+        ticket = wrap(ticket, provider_config=tenant.provider_config)
+    result.resources[tickets.KEY] = Desired(ticket, tickets.KEY in request.observed)
+
+
 def _not_yet(spec, request: StepRequest, tenant: Tenant, decision: Decision, result: StepResult):
     """Claim first, or wait: nothing port-dependent is built; what the XR had is kept."""
     status = dict(fieldpath.mapping(request.xr, spec.statusPath))
     result.connection.update(publish.kept_details(spec.connectionDetails, request.connection))
+    if decision.ticket and decision.phase is not Phase.PENDING:
+        _queue(spec, request, tenant, result)
 
     if decision.phase is Phase.CLAIM:
         alloc = decision.allocation
@@ -577,6 +601,11 @@ def _not_yet(spec, request: StepRequest, tenant: Tenant, decision: Decision, res
         reason = "PoolFull"
         message = f"no free port in pool {spec.pool}; the pool step adds a shard"
         result.results.append(Result(WARNING, message, reason))
+    elif decision.phase is Phase.QUEUED:
+        reason = "Queued"
+        message = (
+            f"{decision.ahead} tenant(s) ahead in the queue for the free ports of pool {spec.pool}"
+        )
     elif decision.phase is Phase.NO_SHARDS:
         reason = "NoShards"
         message = (

@@ -95,7 +95,7 @@ def test_reads_at_most_two_windows_of_claims_however_big_the_pool():
     }
     available = {"tcp-gateways-accepting": gateways, **full}
     decision, calls = run_loop(POOL, "uid-x", None, available)
-    claim_reads = [r for r in decision.requirements if r.kind == "Lease"]
+    claim_reads = [r for r in decision.requirements if r.name.startswith("tcp-claims-shard-")]
     assert len(claim_reads) == allocation.WINDOW * allocation.MAX_WINDOWS
     assert decision.phase is Phase.POOL_FULL
     assert calls <= 6
@@ -145,7 +145,7 @@ def test_no_accepting_label_falls_back_to_all_gateways_of_the_pool():
     assert decision.phase is Phase.CLAIM
     assert decision.allocation.shard == 1
     names = [r.name for r in decision.requirements]
-    assert names == ["tcp-gateways-accepting", "tcp-gateways", "tcp-claims-shard-1"]
+    assert names == ["tcp-gateways-accepting", "tcp-gateways", "tcp-tickets", "tcp-claims-shard-1"]
 
 
 def test_no_shards():
@@ -236,7 +236,7 @@ def test_claim_lookups_select_on_the_claim_role():
     # Wrapped Gateways, listeners and routes carry the pool label too: only claims match.
     pool = Pool(name="postgresql", namespace=NS, wrapped=True)
     decision, _ = run_loop(pool, "uid-x", None, {"tcp-gateways-accepting": [gateway(1)]})
-    [read] = [r for r in decision.requirements if r.kind == "Object"]
+    [read] = [r for r in decision.requirements if r.name == "tcp-claims-shard-1"]
     assert read.match_labels[labels.ROLE] == labels.CLAIM_ROLE
     assert read.matches(claim(10001, wrapped=True))
     from function.builders.object import wrap
@@ -266,3 +266,105 @@ def test_an_own_claim_the_lagging_xr_does_not_show_is_its_allocation():
     other = {**available, "tcp-gateways-accepting": []}
     decision, _ = run_loop(POOL, "uid-b", None, other, owner="a")
     assert decision.phase is not Phase.STICKY
+
+
+# -- the queue of waiting tenants (rule 4) ------------------------------------------------
+
+
+def ticket(holder: str, created: str, *, wrapped: bool = False) -> dict:
+    from function.builders.lease import ticket as build_ticket
+    from function.builders.object import wrap
+    from function.tickets import ticket_name
+
+    lease = build_ticket(
+        name=ticket_name("postgresql", holder), namespace=NS, pool="postgresql", owner=holder,
+        holder=holder,
+    )  # fmt: skip
+    obj = wrap(lease, provider_config="kubernetes") if wrapped else lease
+    obj["metadata"]["creationTimestamp"] = created
+    return obj
+
+
+def test_waiters_from_one_view_take_the_free_slots_in_ticket_order():
+    line = [ticket(f"uid-{i}", f"2026-11-26T10:00:0{i}Z") for i in range(4)]
+    available = {
+        "tcp-gateways-accepting": [gateway(1, capacity=6, ports="10000-10005")],
+        "tcp-claims-shard-1": [claim(10001)],
+        "tcp-tickets": line,
+    }
+    ports = [run_loop(POOL, f"uid-{i}", None, available)[0].allocation.port for i in range(4)]
+    assert ports == [10000, 10002, 10003, 10004]  # oldest ticket first, the lowest free port
+
+
+def test_a_tenant_not_yet_in_line_leaves_the_waiters_their_slots():
+    line = [ticket("uid-old", "2026-11-26T10:00:00Z")]
+    available = {
+        "tcp-gateways-accepting": [gateway(1, capacity=4, ports="10000-10003")],  # 3 slots
+        "tcp-claims-shard-1": [],
+        "tcp-tickets": line,
+    }
+    for i in range(20):
+        decision, _ = run_loop(POOL, f"uid-new-{i}", None, available)
+        assert decision.allocation.port in (10001, 10002), decision.allocation
+
+
+def test_a_waiter_behind_every_free_slot_is_queued_and_keeps_its_place():
+    line = [ticket(f"uid-{i}", f"2026-11-26T10:00:0{i}Z") for i in range(3)]
+    available = {
+        "tcp-gateways-accepting": [gateway(1, capacity=3, ports="10000-10002")],  # 2 slots
+        "tcp-claims-shard-1": [],
+        "tcp-tickets": line,
+    }
+    decision, _ = run_loop(POOL, "uid-2", None, available)
+    assert (decision.phase, decision.ahead, decision.ticket) == (Phase.QUEUED, 2, True)
+    newcomer, _ = run_loop(POOL, "uid-new", None, available)
+    assert (newcomer.phase, newcomer.ahead) == (Phase.QUEUED, 3)
+
+
+def test_a_ticket_holder_with_a_claim_in_view_is_not_waiting():
+    line = [ticket("uid-done", "2026-11-26T10:00:00Z"), ticket("uid-b", "2026-11-26T10:00:01Z")]
+    available = {
+        "tcp-gateways-accepting": [gateway(1, capacity=3, ports="10000-10002")],
+        "tcp-claims-shard-1": [claim(10000, holder="uid-done")],
+        "tcp-tickets": line,
+    }
+    decision, _ = run_loop(POOL, "uid-b", None, available)
+    assert decision.allocation.port == 10001
+
+
+def test_a_waiter_reading_the_second_window_takes_a_slot_nobody_got_from_the_first():
+    # Two tenant slots a shard; the first window (shards 1-3) has two free, the second
+    # (shard 4) one more. The first two waiters decide from the first window alone; the
+    # third reads the second, where a claim of the first waiter shows up: the line stays as
+    # the first window set it, or it would take the second waiter's slot.
+    def shard(i: int) -> dict:
+        start = 10000 + 10 * (i - 1)
+        return gateway(i, capacity=3, ports=f"{start}-{start + 1}", own_port=19000 + i)
+
+    available = {
+        "tcp-gateways-accepting": [shard(i) for i in range(1, 5)],
+        "tcp-claims-shard-1": [claim(10000, shard=1), claim(10001, shard=1)],
+        "tcp-claims-shard-2": [claim(10010, shard=2)],
+        "tcp-claims-shard-3": [claim(10020, shard=3)],
+        "tcp-claims-shard-4": [claim(10031, shard=4, holder="uid-0")],
+        "tcp-tickets": [ticket(f"uid-{i}", f"2026-11-26T10:00:0{i}Z") for i in range(4)],
+    }
+    decisions = {f"uid-{i}": run_loop(POOL, f"uid-{i}", None, available)[0] for i in range(4)}
+    chosen = {u: d.allocation.port for u, d in decisions.items() if d.allocation}
+    assert chosen == {"uid-0": 10011, "uid-1": 10021, "uid-2": 10030}
+    assert decisions["uid-3"].phase is Phase.QUEUED
+
+
+def test_wrapped_tickets_are_read_from_their_objects():
+    pool = Pool(name="postgresql", namespace=NS, wrapped=True)
+    line = [ticket(f"uid-{i}", f"2026-11-26T10:00:0{i}Z", wrapped=True) for i in (1, 0)]
+    available = {
+        "tcp-gateways-accepting": [gateway(1, capacity=6, ports="10000-10005")],
+        "tcp-claims-shard-1": [],
+        "tcp-tickets": line,
+    }
+    decision, _ = run_loop(pool, "uid-1", None, available)
+    assert decision.allocation.port == 10001
+    [read] = [r for r in decision.requirements if r.name == "tcp-tickets"]
+    assert read.kind == "Object" and read.match_labels[labels.ROLE] == labels.TICKET_ROLE
+    assert read.matches(line[0]) and not read.matches(claim(10001, wrapped=True))

@@ -35,9 +35,12 @@ def fatal_messages(rsp):
     return [r.message for r in rsp.results if r.severity == fnv1.Severity.SEVERITY_FATAL]
 
 
+FIRST_LOOKUPS = {"tcp-gateways-accepting", "tcp-tickets", "tcp-claims-own"}
+
+
 def test_requirements_are_written_to_both_fields():
     rsp = call(request())
-    assert set(rsp.requirements.resources) == {"tcp-gateways-accepting", "tcp-claims-own"}
+    assert set(rsp.requirements.resources) == FIRST_LOOKUPS
     assert rsp.requirements.resources == rsp.requirements.extra_resources
     selector = rsp.requirements.resources["tcp-gateways-accepting"]
     assert selector.namespace == NS
@@ -50,8 +53,9 @@ def test_lookups_are_read_from_either_field(field):
     getattr(req, field)["tcp-gateways-accepting"].items.add().resource.update(gateway(1))
     getattr(req, field)["tcp-claims-shard-1"].SetInParent()  # resolved, nothing found
     getattr(req, field)["tcp-claims-own"].SetInParent()
+    getattr(req, field)["tcp-tickets"].SetInParent()
     rsp = call(req)
-    [key] = rsp.desired.resources
+    [key] = [k for k in rsp.desired.resources if k != "tcp-ticket"]
     assert key.startswith("tcp-claim-")
     assert rsp.desired.resources[key].ready == fnv1.Ready.READY_FALSE
 
@@ -110,7 +114,7 @@ def test_a_crossplane_that_reads_required_resources_is_not_asked_twice():
     req = request()
     req.meta.capabilities.append(fnv1.Capability.CAPABILITY_REQUIRED_RESOURCES)
     rsp = call(req)
-    assert set(rsp.requirements.resources) == {"tcp-gateways-accepting", "tcp-claims-own"}
+    assert set(rsp.requirements.resources) == FIRST_LOOKUPS
     assert not rsp.requirements.extra_resources  # v2 would answer both: every lookup twice
 
 

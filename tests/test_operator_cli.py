@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from function import claims as claimlib
 from function import labels, pool
 from function.builders.gateway import shard_gateway
+from function.builders.lease import ticket as build_ticket
 from function.builders.listenerset import listener_set
 from function.builders.object import wrap
 from function.flavours import FLAVOURS
@@ -458,6 +459,7 @@ def test_report_build_flags_duplicates_orphans_and_strays():
         factories.claim(10050, 1),  # outside shard 1's 10000-10009
         factories.claim(10060, 7),  # no shard 7
         {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "x"}},
+        build_ticket(name="tcp-postgresql-wait-1", namespace=NS, pool=POOL, owner="a", holder="a"),
     ]
     built = reporting.build(POOL, NS, [shard(1), twin], claims, [])
     assert [s.gateway for s in built.shards] == ["postgresql-1"]
@@ -465,4 +467,5 @@ def test_report_build_flags_duplicates_orphans_and_strays():
     assert built.claimsOutsideSlice == ["tcp-postgresql-10050"]
     assert built.orphanedClaims == ["tcp-postgresql-10060"]
     assert built.unreadableClaims == ["x"]
+    assert built.waiting == ["tcp-postgresql-wait-1"]  # a ticket is no claim
     assert built.shards[0].used == 2 and built.node_ports == 3

@@ -27,9 +27,8 @@ behind; traffic reaches only the tenant whose port it is. The liveness test also
 after every round, that no tenant waits more than three rounds for a port while a slot of
 the pool is not held by a tenant with a port.
 
-What fails today is kept as properties marked xfail(strict=True) - they turn into
-unexpected passes once the protocol is fixed - each next to a deterministic regression
-test that names the failure.
+What the suite found is kept as properties, each next to a deterministic regression test
+that names the failure.
 """
 
 import os
@@ -414,7 +413,7 @@ class History:
             if port is not None:
                 assert port in held[uid], f"{name} reports port {port}, holds {held[uid]}"
             assert len(held[uid]) <= 1, f"{name} holds claims for ports {sorted(held[uid])}"
-            now = tenant_objects(world, name, uid)
+            now = tenant_objects(world, name, uid, tickets=False)
             before = self.objects[name]
             lost = sorted(k for k, v in before.items() if now.get(k) != v)
             assert not lost, f"{name} lost (or had replaced) {lost}"
@@ -507,19 +506,16 @@ def test_histories_keep_every_promise(mode, wrap):
     run_histories(mode, wrap, Config(), examples=60, steps=40)
 
 
-# -- what fails today -------------------------------------------------------------------------
+# -- what the suite found, kept as regressions ----------------------------------------------
 # Each is a property over random histories (no shrinking: the regression test next to it
-# is the short counterexample) and a deterministic regression test in every mode.
-
-# Fixed, kept as regressions: a range wider than its capacity let racers for a shard's
-# last slot claim different ports (free_ports now offers only as many ports as free slots);
-# an XR read lagging behind the lookups claimed a second port (its own claim in the
-# lookups is now its allocation).
-CONTENTION = (
-    "new tenants racing from one snapshot each round lose twice in a row (the first try "
-    "fills the lowest shard, a retry spreads by hash: neither is coordinated), so one "
-    "gets its port in round 4 although a slot was free all along"
-)
+# is the short counterexample) and a deterministic regression test in every mode:
+# - a range wider than its capacity let racers for a shard's last slot claim different
+#   ports (free_ports now offers only as many ports as free slots);
+# - an XR read lagging behind the lookups claimed a second port (its own claim in the
+#   lookups is now its allocation);
+# - new tenants racing from one snapshot each round lost twice in a row (hash choices
+#   collide again), so one got its port in round 4 although a slot was free all along
+#   (waiters now queue by ticket and take the free slots in order: function/tickets.py).
 
 
 def test_histories_on_wide_and_shared_port_ranges_keep_every_promise():
@@ -532,7 +528,6 @@ def test_histories_with_xr_reads_lagging_behind_the_lookups_keep_every_promise()
     run_histories("v2", False, config, examples=20, steps=30, shrink=False)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=CONTENTION)
 @pytest.mark.parametrize(("mode", "wrap"), MODES)
 def test_waiting_tenants_get_a_port_within_three_rounds(mode, wrap):
     """Liveness: while the pool has a free slot (capacity minus claims, the tenant's own
@@ -610,11 +605,10 @@ def test_an_xr_read_older_than_its_claim_changes_nothing(mode, wrap):
         world.close()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=CONTENTION)
 @pytest.mark.parametrize(("mode", "wrap"), MODES)
 def test_four_tenants_racing_each_round_for_five_slots_wait_a_fourth_round(mode, wrap):
     """Four new tenants, five free slots, every round from one snapshot: with seed 6 (and
-    a few in ten seeds) one of them has no port after three rounds, a slot still free."""
+    a few in ten seeds) one of them had no port after three rounds, a slot still free."""
     late = {}
     for seed in [6, *range(40)]:
         world = one_shard(mode, wrap, seed=seed, capacity=6, ports="10000-10005")

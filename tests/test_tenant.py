@@ -65,9 +65,9 @@ def condition(result):
     return only
 
 
-def test_new_tenant_emits_only_its_claim():
+def test_new_tenant_emits_only_its_claim_and_its_ticket():
     result = step(spec(), available=pool(gateway(1)))
-    [key] = result.resources
+    [key] = [k for k in result.resources if k != "tcp-ticket"]
     desired = result.resources[key]
     assert key == f"tcp-claim-{desired.resource['metadata']['labels'][labels.PORT]}"
     assert desired.resource["kind"] == "Lease"
@@ -76,6 +76,25 @@ def test_new_tenant_emits_only_its_claim():
     assert (condition(result).status, condition(result).reason) == ("False", "Claiming")
     assert result.status == {"phase": "Claiming", "claimAttempts": 1}
     assert result.connection == {}
+    ticket = result.resources["tcp-ticket"].resource
+    assert ticket["kind"] == "Lease" and ticket["metadata"]["namespace"] == NS
+    assert ticket["metadata"]["labels"][labels.ROLE] == labels.TICKET_ROLE
+    assert ticket["metadata"]["labels"][labels.POOL] == "postgresql"
+    assert ticket["spec"]["holderIdentity"] == "uid-pg-abc12"
+
+
+def test_the_ticket_goes_once_the_claim_is_held():
+    ticket = step(spec(), available=pool(gateway(1))).resources["tcp-ticket"].resource
+    observed = {"tcp-claim-10003": held(), "tcp-ticket": ticket}
+    result = step(spec(), observed=observed, available=pool(gateway(1)))
+    assert "tcp-ticket" not in result.resources
+    assert condition(result).reason == "Programming"
+
+
+def test_a_tenant_whose_lookups_are_unread_keeps_its_ticket():
+    ticket = step(spec(), available=pool(gateway(1))).resources["tcp-ticket"].resource
+    result = step(spec(), observed={"tcp-ticket": ticket}, available={})
+    assert result.resources["tcp-ticket"].resource == ticket
 
 
 def test_held_claim_builds_the_data_path():
@@ -195,7 +214,7 @@ def test_pool_full_keeps_everything_and_warns():
     taken = {1: [claim(p) for p in range(10000, 10009)]}
     observed = {"tcp-networkpolicy": {"apiVersion": "networking.k8s.io/v1", "kind": "X"}}
     result = step(spec(), observed=observed, available=pool(gateway(1), claims=taken))
-    assert set(result.resources) == {"tcp-networkpolicy"}
+    assert set(result.resources) == {"tcp-networkpolicy", "tcp-ticket"}  # it waits in line
     assert condition(result).reason == "PoolFull"
     assert any(r.severity == WARNING and "postgresql" in r.message for r in result.results)
 
@@ -203,7 +222,7 @@ def test_pool_full_keeps_everything_and_warns():
 def test_no_shards():
     result = step(spec(), available={"tcp-gateways-accepting": [], "tcp-gateways": []})
     assert condition(result).reason == "NoShards"
-    assert result.resources == {}
+    assert set(result.resources) == {"tcp-ticket"}
 
 
 def test_disabled_returns_nothing_of_its_own():

@@ -175,7 +175,8 @@ class World:
 
     def claims(self) -> list[dict]:
         """Claims as stored: Leases (the wrapped ones are created by provider-kubernetes)."""
-        return self.cluster.list("coordination.k8s.io/v1", "Lease", NS, {labels.POOL: POOL})
+        match = {labels.POOL: POOL, labels.ROLE: labels.CLAIM_ROLE}  # not the tickets
+        return self.cluster.list("coordination.k8s.io/v1", "Lease", NS, match)
 
     def composed(self, name: str) -> dict[str, dict]:
         """The XR's composed objects by key, as the cluster has them."""
@@ -302,10 +303,11 @@ def claim_locks(world: World) -> list[dict]:
     return world.cluster.list(api_version, kind, None if world.wrap else NS, match)
 
 
-def tenant_objects(world: World, name: str, uid: str) -> dict[tuple, str]:
+def tenant_objects(world: World, name: str, uid: str, *, tickets: bool = True) -> dict[tuple, str]:
     """Everything in the cluster that belongs to one tenant XR, key -> object UID: objects it
     controls, objects labelled with it as owner (what provider-kubernetes made from its
-    Objects) and Leases it holds."""
+    Objects) and Leases it holds. `tickets=False` leaves out its place in the queue, which
+    by design goes once it has its port."""
     from function.names import label_value
 
     owner = label_value(name)
@@ -313,6 +315,8 @@ def tenant_objects(world: World, name: str, uid: str) -> dict[tuple, str]:
     for api_version, kind in TENANT_KINDS:
         for obj in world.cluster.list_raw(api_version, kind):
             md = obj["metadata"]
+            if not tickets and (md.get("labels") or {}).get(labels.ROLE) == labels.TICKET_ROLE:
+                continue
             mine = (
                 controller_uid(obj) == uid
                 or (md.get("labels") or {}).get(labels.OWNER) == owner

@@ -1,4 +1,4 @@
-"""The claim: a coordination.k8s.io Lease whose name locks one port of a pool."""
+"""Leases: the claim, whose name locks one port of a pool, and the waiting tenant's ticket."""
 
 from function import labels
 from function.builders import metadata
@@ -34,5 +34,20 @@ def claim(
         "metadata": metadata(name, namespace, claim_labels, annotations),
         # The holder is the XR's UID: a claim that survives its XR's name being reused by a
         # new XR is not mistaken for the new XR's.
+        "spec": {"holderIdentity": holder},
+    }
+
+
+def ticket(*, name: str, namespace: str, pool: str, owner: str, holder: str) -> dict:
+    """A place in the pool's queue of tenants waiting for a port (function/tickets.py)."""
+    ticket_labels = {
+        labels.POOL: pool,
+        labels.OWNER: label_value(owner),
+        labels.ROLE: labels.TICKET_ROLE,
+    }
+    return {
+        "apiVersion": LEASE_API,
+        "kind": "Lease",
+        "metadata": metadata(name, namespace, ticket_labels, {labels.OWNER_UID: holder}),
         "spec": {"holderIdentity": holder},
     }

@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 from function import claims as claimlib
-from function import fieldpath
+from function import fieldpath, labels
 from function.readiness import conditions
 from function.shards import Shard, ShardError, from_gateway
 
@@ -89,6 +89,7 @@ class Report:
     orphanedClaims: list[str] = field(default_factory=list)  # name no readable shard
     claimsOutsideSlice: list[str] = field(default_factory=list)
     unreadableClaims: list[str] = field(default_factory=list)  # name no port
+    waiting: list[str] = field(default_factory=list)  # tickets: tenants waiting for a port
     missingKinds: list[str] = field(default_factory=list)  # CRDs not installed
 
     @property
@@ -159,8 +160,11 @@ def _claims(objects: list[dict], shards: dict[int, Shard], report: Report):
     for obj in objects:
         if _wraps_other_kind(obj):
             continue  # a wrapped Gateway, ListenerSet... carries the pool label too
-        claim = claimlib.parse(obj)
         name = fieldpath.text(obj, "metadata.name") or "?"
+        if fieldpath.mapping(obj, "metadata.labels").get(labels.ROLE) == labels.TICKET_ROLE:
+            report.waiting.append(name)
+            continue
+        claim = claimlib.parse(obj)
         if claim is None:
             report.unreadableClaims.append(name)
         elif claim.shard not in shards:
@@ -170,7 +174,12 @@ def _claims(objects: list[dict], shards: dict[int, Shard], report: Report):
             held[shard.index][claim.port] = claim.name
             if not shard.port_start <= claim.port <= shard.port_end:
                 report.claimsOutsideSlice.append(name)
-    for names in (report.unreadableClaims, report.orphanedClaims, report.claimsOutsideSlice):
+    for names in (
+        report.unreadableClaims,
+        report.orphanedClaims,
+        report.claimsOutsideSlice,
+        report.waiting,
+    ):
         names.sort()
     return held
 
@@ -353,6 +362,7 @@ def _problems(report: Report) -> list[str]:
         ("Claims naming no shard of the pool", report.orphanedClaims),
         ("Claims outside their shard's port range", report.claimsOutsideSlice),
         ("Claims naming no port", report.unreadableClaims),
+        ("Tenants waiting for a port (tickets)", report.waiting),
         ("Not installed (no such API)", report.missingKinds),
     ]
     lines += [f"{title}: {', '.join(names)}" for title, names in notes if names]
