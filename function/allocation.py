@@ -163,7 +163,8 @@ def decide(
     # it does not show is still its allocation (never a second port).
     own = pool.own_claims(owner)
     found = _claims(pool, lookups.get(own.name), [])
-    mine = sorted(c for c in found or [] if c.holder == identity)
+    # A blocked claim (its port went to an older, foreign listener) is held, never used.
+    mine = sorted(c for c in found or [] if c.holder == identity and not c.blocked)
     decision = (
         _sticky(pool, mine[0], lookups)
         if mine
