@@ -179,7 +179,8 @@ def decide(
     # it does not show is still its allocation (never a second port).
     own = pool.own_claims(owner)
     found = _claims(pool, lookups.get(own.name), [])
-    mine = sorted(c for c in found or [] if c.holder == identity)
+    # A blocked claim (its port went to an older, foreign listener) is held, never used.
+    mine = sorted(c for c in found or [] if c.holder == identity and not c.blocked)
     decision = (
         _sticky(pool, mine[0], lookups)
         if mine
@@ -462,7 +463,7 @@ def _shard_view(
             resolved = False
             continue
         for claim in found:
-            if claim.holder:
+            if claim.holder and not claim.blocked:  # a blocked claim is no port of its own
                 view.holders.add(claim.holder)
             if claim.shard == other.index and start <= claim.port <= end:
                 view.taken.add(claim.port)

@@ -27,6 +27,7 @@ class Claim:
     holder: str | None
     gateway: str | None = None
     hostname: str | None = None
+    blocked: str | None = None  # why the holder cannot use the port (labels.BLOCKED)
 
 
 def _whole(value: object) -> int | None:
@@ -67,6 +68,7 @@ def parse(obj: dict) -> Claim | None:
     holder = fieldpath.get(lease, "spec.holderIdentity", None)
     hostname = annotations.get(labels.HOSTNAME)
     gateway = annotations.get(labels.GATEWAY)
+    blocked = annotations.get(labels.BLOCKED)
     return Claim(
         name=name,
         port=port,
@@ -74,4 +76,5 @@ def parse(obj: dict) -> Claim | None:
         holder=holder if isinstance(holder, str) else None,
         gateway=gateway if isinstance(gateway, str) else None,
         hostname=hostname if isinstance(hostname, str) else None,
+        blocked=blocked if isinstance(blocked, str) and blocked else None,
     )

@@ -21,5 +21,8 @@ CAPACITY = f"{PREFIX}/capacity"
 USED = f"{PREFIX}/used"
 GATEWAY = f"{PREFIX}/gateway"
 OWNER_UID = f"{PREFIX}/owner-uid"
+# On a claim whose port an older, foreign listener took before the tenant's: why. The claim
+# stays (the port stays taken, the slot counted) but is never the tenant's allocation.
+BLOCKED = f"{PREFIX}/blocked"
 
 NAMESPACE_NAME = "kubernetes.io/metadata.name"

@@ -48,3 +48,24 @@ def listener_port(obj: dict | None) -> int | None:
         if isinstance(port, int | float) and not isinstance(port, bool) and port == int(port):
             return int(port)
     return None
+
+
+def listener_refused(obj: dict | None, listener: str, port: int) -> bool:
+    """The Gateway reports the listener, as it is now on `port`, as Conflicted: an older
+    listener has that port. A report about an earlier spec (another port, an older
+    generation) says nothing about this one."""
+    if listener_port(obj) != port:
+        return False
+    generation = fieldpath.get(obj, "metadata.generation", None)
+    listeners = _status(obj).get("listeners")
+    for item in listeners if isinstance(listeners, list) else []:
+        if not isinstance(item, dict) or item.get("name") != listener:
+            continue
+        found = item.get("conditions")
+        for condition in found if isinstance(found, list) else []:
+            if not isinstance(condition, dict) or condition.get("type") != "Conflicted":
+                continue
+            seen = condition.get("observedGeneration")
+            current = seen is None or generation is None or seen == generation
+            return condition.get("status") == "True" and current
+    return False

@@ -144,6 +144,7 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
             adopt=None if held else _adoption(request, tenant, wrapped),
             owner=label_value(tenant.name),
         )
+        _moving(decision, _blocked_claims(request, tenant))
 
     result = StepResult(status_path=spec.statusPath, requirements=decision.requirements)
     result.results.extend(Result(WARNING, w) for w in decision.warnings)
@@ -322,7 +323,8 @@ def _observed_claims(request: StepRequest, tenant: Tenant, wrapped: bool):
             continue
         claim = claimlib.parse(obj)
         if claim is not None and claim.holder == tenant.identity:
-            held.append(claim)
+            if claim.blocked is None:  # a blocked one is kept, never used (_moving)
+                held.append(claim)
         else:
             not_held.append(key)
     if not held:
@@ -342,6 +344,8 @@ def _adoption(request: StepRequest, tenant: Tenant, wrapped: bool) -> Adoption |
     gateway = fieldpath.text(listener, "spec.parentRef.name")
     if not port or gateway is None:
         return None
+    if any(c.port == port for c in _blocked_claims(request, tenant)):
+        return None  # the port it gave up, not one to adopt: it is moving (_moving)
     where = (
         fieldpath.text(listener, "metadata.namespace") or "",
         fieldpath.text(listener, "metadata.name") or "",
@@ -376,13 +380,41 @@ def _placed(spec: TCPAccess, request: StepRequest, tenant: Tenant) -> allocation
     return found[0] if found else None
 
 
+def _blocked_claims(request: StepRequest, tenant: Tenant) -> list[claimlib.Claim]:
+    """The XR's claims on ports an older, foreign listener took before its own listener."""
+    found = []
+    for key, obj in sorted(request.observed.items()):
+        if key.startswith(CLAIM_KEY_PREFIX):
+            claim = claimlib.parse(obj)
+            if claim and claim.holder == tenant.identity and claim.blocked is not None:
+                found.append(claim)
+    return found
+
+
+def _moving(decision: Decision, blocked: list[claimlib.Claim]) -> None:
+    """A new claim while the XR holds a blocked one is a move away from a squatted port:
+    say so (reason Conflicted) rather than Claiming."""
+    if blocked and decision.phase is Phase.CLAIM and decision.conflict is None:
+        decision.conflict = blocked[-1].blocked
+
+
+def _served(spec: TCPAccess, request: StepRequest) -> int | None:
+    """The port the tenant was Ready on (status `servedPort`): it never moves from it."""
+    served = fieldpath.mapping(request.xr, spec.statusPath).get("servedPort")
+    if isinstance(served, int | float) and not isinstance(served, bool):
+        return int(served)
+    return None
+
+
 def held_but_unused(request, tenant: Tenant, decision: Decision) -> list[str]:
     chosen = decision.allocation.claim_name if decision.allocation else None
     stale = []
     for key, obj in request.observed.items():
         if key.startswith(CLAIM_KEY_PREFIX):
             claim = claimlib.parse(obj)
-            if claim and claim.holder == tenant.identity and claim.name != chosen:
+            # A blocked claim is not stale: its port stays taken while the XR lives.
+            mine = claim and claim.holder == tenant.identity and claim.blocked is None
+            if mine and claim.name != chosen:
                 stale.append(key)
     return stale
 
@@ -401,7 +433,9 @@ def _ready(key: str, observed: dict | None, tenant: Tenant, wrapped: bool) -> bo
     return True
 
 
-def _claim(spec: TCPAccess, tenant: Tenant, alloc: allocation.Allocation) -> dict:
+def _claim(
+    spec: TCPAccess, tenant: Tenant, alloc: allocation.Allocation, blocked: str | None = None
+) -> dict:
     return build_claim(
         name=alloc.claim_name,
         namespace=spec.gatewayNamespace,
@@ -412,6 +446,7 @@ def _claim(spec: TCPAccess, tenant: Tenant, alloc: allocation.Allocation) -> dic
         hostname=alloc.hostname,
         owner=tenant.name,
         holder=tenant.identity,
+        blocked=blocked,
     )
 
 
@@ -435,8 +470,19 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
             if key != named["listenerSet"].key and refused.get("Conflicted") == "True":
                 result.resources.pop(key)
 
+    # The Gateway gave the port to an older listener: it is published nowhere.
+    own = live(request.observed.get(named["listenerSet"].key), wrapped)
+    taken = readiness.listener_refused(own, spec.listenerName, alloc.port)
+    served = _served(spec, request)
+    blocked = None
+    if taken and tenant.namespace is None and served != alloc.port:
+        # An older listener from outside the pool took the port before ours: it was never
+        # this tenant's. Keep the claim (the port stays taken, its slot counted) but mark
+        # it, so the next reconcile claims another port (_observed_claims, decide).
+        blocked = f"port {alloc.port} behind {alloc.gateway} is taken by an older listener"
+
     objects = {
-        claim_key(alloc.port): _claim(spec, tenant, alloc),
+        claim_key(alloc.port): _claim(spec, tenant, alloc, blocked),
         named["listenerSet"].key: listener_set(
             flavour=flavour,
             name=named["listenerSet"].name,
@@ -496,7 +542,8 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
 
     address = shard.address if shard else None
     endpoint = publish.Endpoint(host=alloc.hostname or address, port=alloc.port)
-    _publish(spec, request, endpoint, result)
+    if not taken:  # never send clients to a port another listener got
+        _publish(spec, request, endpoint, result)
     if spec.connectionSecret is not None:
         secret = _connection_secret(spec, request, tenant, result.connection, common)
         if wrapped:
@@ -509,13 +556,19 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         "gateway": alloc.gateway,
         "address": address,
     }
+    if taken:
+        for key in ("host", "port", "address"):
+            del result.status[key]
 
     where = f"{endpoint.host or alloc.gateway}:{alloc.port}"
-    listener = live(request.observed.get(named["listenerSet"].key), wrapped)
     if decision.conflict:
         reason, message = "Conflicted", f"{decision.conflict}: moving to {where}"
         result.results.append(Result(WARNING, message, reason))
-    elif readiness.listener_conditions(listener, spec.listenerName).get("Conflicted") == "True":
+    elif blocked:
+        reason = "Conflicted"
+        message = f"{blocked}; the tenant never carried traffic on it and moves to another port"
+        result.results.append(Result(WARNING, message, reason))
+    elif taken:
         reason, message = "Conflicted", f"port {alloc.port} is already used behind {alloc.gateway}"
         result.results.append(Result(WARNING, f"listener {message}", reason))
     elif all(d.ready for k, d in result.resources.items() if k in objects):
@@ -530,6 +583,8 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         )
         result.results.append(Result(WARNING, message, "ShardMissing"))
     result.status["phase"] = reason
+    # Stickiness: a port the tenant was once Ready on is never given up (see `blocked`).
+    result.status["servedPort"] = alloc.port if reason == "Ready" else served
     result.status = {k: v for k, v in result.status.items() if v is not None}
     status = "True" if reason == "Ready" else "False"
     result.conditions.append(Condition(CONDITION, status, reason, message))

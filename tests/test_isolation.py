@@ -151,6 +151,25 @@ def foreign_route(namespace: str, name: str, parent: dict, backend_ref: dict) ->
     }
 
 
+def squat(world: World, name: str, port: int, gateway: str = "postgresql-1") -> None:
+    """A listener set from outside the pool on `port` behind `gateway`, with a route of its
+    own: what anyone may attach to a Gateway that admits listener sets from everywhere."""
+    world.cluster.ensure_namespace(INTRUDER, {})
+    world.cluster.create(
+        {
+            "apiVersion": f"{GATEWAY_GROUP}/v1",
+            "kind": "ListenerSet",
+            "metadata": {"name": name, "namespace": INTRUDER},
+            "spec": {
+                "parentRef": {"name": gateway, "namespace": NS},
+                "listeners": [{"name": "x", "port": port, "protocol": "TCP"}],
+            },
+        }
+    )
+    parent = {"group": GATEWAY_GROUP, "kind": "ListenerSet", "name": name, "sectionName": "x"}
+    world.cluster.create(foreign_route(INTRUDER, name, parent, {"name": "evil", "port": 1}))
+
+
 # -- the listener ---------------------------------------------------------------------------
 
 
@@ -325,35 +344,13 @@ def test_each_port_carries_traffic_to_its_own_tenant_only(platform):
     # A listener set from elsewhere on alpha's port behind alpha's Gateway: the older
     # listener (alpha's) keeps the port.
     status = world.status("alpha")
-    world.cluster.ensure_namespace(INTRUDER, {})
-    world.cluster.create(
-        {
-            "apiVersion": f"{GATEWAY_GROUP}/v1",
-            "kind": "ListenerSet",
-            "metadata": {"name": "squat", "namespace": INTRUDER},
-            "spec": {
-                "parentRef": {"name": status["gateway"], "namespace": NS},
-                "listeners": [{"name": "x", "port": status["port"], "protocol": "TCP"}],
-            },
-        }
-    )
-    parent = {"group": GATEWAY_GROUP, "kind": "ListenerSet", "name": "squat", "sectionName": "x"}
-    world.cluster.create(foreign_route(INTRUDER, "squat", parent, {"name": "evil", "port": 1}))
+    squat(world, "squat", status["port"], status["gateway"])
     world.settle(2)
     stats.count("simulated reconciles", 2 * len(TENANTS))
     assert world.traffic() == expected
     assert world.condition("alpha") == ("True", "Ready")
 
 
-FOREIGN_LISTENERS = (
-    "shard Gateways admit listener sets from every namespace (the pool step's default "
-    "allowedListenerNamespaces is All) and the allocator sees only claims: a port squatted "
-    "before a tenant is given it goes to the squatter, and the tenant publishes it anyway "
-    "(status and connection details), with condition Conflicted"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=FOREIGN_LISTENERS)
 @pytest.mark.parametrize(("mode", "wrap"), MODES, ids=[MODE_IDS[m] for m in MODES])
 def test_a_port_squatted_by_a_foreign_listener_set_is_published_to_the_tenant(mode, wrap):
     world = World(mode=mode, wrap=wrap, seed=1)
@@ -362,20 +359,7 @@ def test_a_port_squatted_by_a_foreign_listener_set_is_published_to_the_tenant(mo
         world.create_tenant("alpha")
         world.settle(3, ["alpha"])
         free = ({10000, 10001} - {world.port("alpha")}).pop()
-        world.cluster.ensure_namespace(INTRUDER, {})
-        world.cluster.create(
-            {
-                "apiVersion": f"{GATEWAY_GROUP}/v1",
-                "kind": "ListenerSet",
-                "metadata": {"name": "squat", "namespace": INTRUDER},
-                "spec": {
-                    "parentRef": {"name": "postgresql-1", "namespace": NS},
-                    "listeners": [{"name": "x", "port": free, "protocol": "TCP"}],
-                },
-            }
-        )
-        parent = {"group": GATEWAY_GROUP, "kind": "ListenerSet", "name": "squat"}
-        world.cluster.create(foreign_route(INTRUDER, "squat", parent, {"name": "evil", "port": 1}))
+        squat(world, "squat", free)
         world.controllers()
         world.create_tenant("bravo")
         world.settle(4)
@@ -389,6 +373,100 @@ def test_a_port_squatted_by_a_foreign_listener_set_is_published_to_the_tenant(mo
             assert reaches in (None, (f"vshn-postgresql-{name}", SERVICE, SERVICE_PORT)), (
                 f"{name} publishes port {port}, which reaches {reaches}; "
                 f"condition {world.condition(name)}"
+            )
+    finally:
+        world.close()
+
+
+def claimed(world: World, port: int) -> dict | None:
+    """The claim Lease of a port, as stored."""
+    return next(
+        (c for c in world.claims() if c["metadata"]["labels"][labellib.PORT] == str(port)), None
+    )
+
+
+def message(world: World, name: str) -> str:
+    for c in (world.xr(name).get("status") or {}).get("conditions") or []:
+        if c["type"] == "TCPAccessReady":
+            return c.get("message", "")
+    return ""
+
+
+@pytest.mark.parametrize(("mode", "wrap"), MODES, ids=[MODE_IDS[m] for m in MODES])
+def test_a_tenant_squatted_before_its_listener_moves_and_never_gives_the_port_away(mode, wrap):
+    """A listener set from elsewhere takes the port a tenant has claimed before the tenant's
+    own listener exists: the tenant never carried traffic there, so it claims another port
+    and moves; the squatted port stays claimed (blocked), so no later tenant is given it; and
+    a tenant that was Ready on its port when a squatter comes never moves."""
+    world = World(mode=mode, wrap=wrap, seed=1)
+    try:
+        world.add_shard(1, capacity=4, ports="10000-10003", own_port=10003)  # three slots
+        world.create_tenant("alpha")
+        world.settle(3, ["alpha"])
+        world.create_tenant("bravo")
+        world.round(["bravo"])  # bravo claims a port ...
+        uid = world.xr("bravo")["metadata"]["uid"]
+        [squatted] = [
+            int(c["metadata"]["labels"][labellib.PORT])
+            for c in world.claims()
+            if c["spec"]["holderIdentity"] == uid
+        ]
+        squat(world, "squat", squatted)  # ... and a foreign listener takes it first
+        world.controllers()
+        conditions = []
+        for _ in range(6):
+            world.round(["bravo"])
+            conditions.append(world.condition("bravo"))
+            if conditions[-1] == ("False", "Conflicted"):
+                assert f"port {squatted} behind postgresql-1" in message(world, "bravo")
+            if ("False", "Conflicted") in conditions:
+                # Once the Gateway has said so, the squatted port is never published.
+                assert world.port("bravo") != squatted, world.status("bravo")
+        stats.count("simulated reconciles", 3 + 1 + 6)
+        assert ("False", "Conflicted") in conditions, conditions
+        assert world.condition("bravo") == ("True", "Ready"), world.status("bravo")
+        moved = world.port("bravo")
+        assert moved not in (None, squatted, world.port("alpha"))
+        traffic = world.traffic()
+        assert traffic[(NS, "postgresql-1", moved)] == (
+            "vshn-postgresql-bravo",
+            SERVICE,
+            SERVICE_PORT,
+        )
+        assert traffic[(NS, "postgresql-1", squatted)] == (INTRUDER, "evil", 1)
+        if mode == "v1":
+            ref = world.xr("bravo")["spec"]["writeConnectionSecretToRef"]
+            secret = world.cluster.get("v1", "Secret", ref["name"], ref["namespace"])
+            published = base64.b64decode(secret["data"]["POSTGRESQL_GATEWAY_PORT"]).decode()
+            assert published == str(moved)
+
+        # The squatted port stays claimed by bravo, marked blocked, and counts against the
+        # shard's capacity: the squatter really has a listener there.
+        lease = claimed(world, squatted)
+        assert lease is not None and lease["spec"]["holderIdentity"] == uid
+        assert labellib.BLOCKED in lease["metadata"]["annotations"]
+        world.check()
+        world.create_tenant("charlie")
+        world.settle(4)
+        stats.count("simulated reconciles", 4 * 3)
+        assert world.condition("charlie") == ("False", "PoolFull"), world.status("charlie")
+        assert claimed(world, squatted)["spec"]["holderIdentity"] == uid
+        assert world.port("charlie") is None
+
+        # Tenants Ready on their ports never move, whoever comes later.
+        before = {name: world.port(name) for name in ("alpha", "bravo")}
+        for name, port in before.items():
+            squat(world, f"late-{name}", port)
+        world.settle(3)
+        stats.count("simulated reconciles", 3 * 3)
+        traffic = world.traffic()
+        for name, port in before.items():
+            assert world.condition(name) == ("True", "Ready"), (name, world.status(name))
+            assert world.port(name) == port
+            assert traffic[(NS, "postgresql-1", port)] == (
+                f"vshn-postgresql-{name}",
+                SERVICE,
+                SERVICE_PORT,
             )
     finally:
         world.close()

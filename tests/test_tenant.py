@@ -285,3 +285,78 @@ def test_long_names_stay_valid_and_distinct():
             assert len(name) <= 63
             names.append(name)
     assert len(names) == len(set(names)) + 1  # only the shared claim name repeats
+
+
+def conflicted(listener_set: dict) -> dict:
+    """The listener set as the Gateway reports it when an older listener has its port."""
+    found = {"type": "Conflicted", "status": "True", "reason": "HostnameConflict"}
+    return {
+        **listener_set,
+        "status": {"listeners": [{"name": "postgresql", "conditions": [found]}]},
+    }
+
+
+def blocked(port: int) -> dict:
+    lease = held(port)
+    lease["metadata"]["annotations"][labels.BLOCKED] = f"port {port} is taken"
+    return lease
+
+
+def test_a_squatted_port_never_served_is_published_nowhere_and_blocked():
+    first = step(spec(), observed={"tcp-claim-10003": held()}, available=pool(gateway(1)))
+    observed = {k: d.resource for k, d in first.resources.items()}
+    observed["tcp-listenerset"] = conflicted(observed["tcp-listenerset"])
+    s = spec(patches=[{"fieldPath": "status.sshPort", "value": "port"}])
+    result = step(s, observed=observed, available=pool(gateway(1)))
+    # Everything stays composed; the claim says why its port is not used.
+    assert set(result.resources) == set(observed)
+    lease = result.resources["tcp-claim-10003"].resource
+    assert "10003" in lease["metadata"]["annotations"][labels.BLOCKED]
+    assert lease["spec"]["holderIdentity"] == XR["metadata"]["uid"]
+    # Nothing tells a client to connect there.
+    assert result.status == {"shard": 1, "gateway": "postgresql-1", "phase": "Conflicted"}
+    assert result.connection == {} and result.composite == {}
+    assert condition(result).reason == "Conflicted"
+    assert "port 10003 behind postgresql-1" in condition(result).message
+
+
+def test_a_tenant_once_ready_on_its_port_never_gives_it_up():
+    first = step(spec(), observed={"tcp-claim-10003": held()}, available=pool(gateway(1)))
+    observed = {k: d.resource for k, d in first.resources.items()}
+    observed["tcp-listenerset"] = conflicted(observed["tcp-listenerset"])
+    xr = {**XR, "status": {"tcpAccess": {"phase": "Ready", "port": 10003, "servedPort": 10003}}}
+    result = step(spec(), observed=observed, available=pool(gateway(1)), xr=xr)
+    lease = result.resources["tcp-claim-10003"].resource
+    assert labels.BLOCKED not in lease["metadata"]["annotations"]
+    assert result.status["servedPort"] == 10003 and "port" not in result.status
+    assert condition(result).reason == "Conflicted" and result.connection == {}
+
+
+def test_a_blocked_claim_is_kept_but_never_used_nor_released():
+    first = step(spec(), observed={"tcp-claim-10003": held()}, available=pool(gateway(1)))
+    observed = {k: d.resource for k, d in first.resources.items()}
+    observed["tcp-listenerset"] = conflicted(observed["tcp-listenerset"])
+    observed["tcp-claim-10003"] = blocked(10003)
+    available = pool(gateway(1), claims={1: [blocked(10003)]})
+    available["tcp-claims-own"] = [blocked(10003)]
+    moving = step(spec(), observed=observed, available=available)
+    new = [k for k in moving.resources if k.startswith("tcp-claim-") and k != "tcp-claim-10003"]
+    assert len(new) == 1  # another port, never the blocked one nor its listener's (adoption)
+    assert moving.resources["tcp-claim-10003"].resource == observed["tcp-claim-10003"]
+    assert (
+        moving.resources["tcp-listenerset"].resource["spec"]
+        == (observed["tcp-listenerset"]["spec"])
+    )
+    assert condition(moving).reason == "Conflicted"
+    assert "port 10003 is taken" in condition(moving).message
+    assert not any("held by someone else" in r.message for r in moving.results)
+
+    # Once the new claim is held, the listener moves there; the blocked claim stays.
+    port = int(new[0].removeprefix("tcp-claim-"))
+    observed[new[0]] = held(port)
+    moved = step(spec(), observed=observed, available=available)
+    assert moved.resources["tcp-claim-10003"].resource == observed["tcp-claim-10003"]
+    [listener] = moved.resources["tcp-listenerset"].resource["spec"]["listeners"]
+    assert listener["port"] == port and moved.status["port"] == port
+    assert condition(moved).reason == "Programming"
+    assert not any("held by someone else" in r.message for r in moved.results)

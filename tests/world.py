@@ -290,9 +290,13 @@ def controller_uid(obj: dict) -> str | None:
 
 
 def claim_holder(obj: dict) -> str | None:
-    """The holder of a claim Lease, or of the Lease a claim Object wraps."""
+    """The holder of a claim Lease, or of the Lease a claim Object wraps. None for a blocked
+    claim (annotation tcp.fn.servala.io/blocked): its XR keeps it only so that nobody is given
+    a port an older foreign listener took; it is no allocation, so it is held by nobody."""
     if obj.get("kind") == "Object":
         obj = ((obj.get("spec") or {}).get("forProvider") or {}).get("manifest") or {}
+    if labels.BLOCKED in ((obj.get("metadata") or {}).get("annotations") or {}):
+        return None
     return (obj.get("spec") or {}).get("holderIdentity")
 
 

@@ -17,6 +17,7 @@ def claim(
     hostname: str | None,
     owner: str,
     holder: str,
+    blocked: str | None = None,
 ) -> dict:
     claim_labels = {
         labels.POOL: pool,
@@ -28,6 +29,8 @@ def claim(
     annotations = {labels.GATEWAY: gateway, labels.OWNER_UID: holder}
     if hostname:
         annotations[labels.HOSTNAME] = hostname
+    if blocked:
+        annotations[labels.BLOCKED] = blocked
     return {
         "apiVersion": LEASE_API,
         "kind": "Lease",
