@@ -41,6 +41,7 @@ MAX_WINDOWS = 2  # keeps the loop within Crossplane's limit of calls per step
 ACCEPTING_GATEWAYS = "tcp-gateways-accepting"
 OWN_CLAIMS = "tcp-claims-own"
 TICKETS = "tcp-tickets"
+LOOKUP_FIELDS = {TICKETS: tickets.FIELDS}  # lookups whose readers need only these fields
 ALL_GATEWAYS = "tcp-gateways"
 
 

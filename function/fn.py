@@ -12,7 +12,7 @@ from crossplane.function.proto.v1 import run_function_pb2_grpc as grpcv1
 from google.protobuf import struct_pb2
 from pydantic import ValidationError
 
-from function import fieldpath, pool, structs, tenant
+from function import allocation, fieldpath, pool, structs, tenant
 from function.allocation import Requirement
 from function.inputs import GatewayPool, TCPAccess
 from function.step import FATAL, WARNING, StepRequest, StepResult, fatal
@@ -125,7 +125,8 @@ def read(req: fnv1.RunFunctionRequest) -> StepRequest:
     for source in (req.required_resources, req.extra_resources):
         for name, resources in source.items():
             if name not in lookups:
-                lookups[name] = structs.Objects(resources.items)
+                fields = allocation.LOOKUP_FIELDS.get(name, ())
+                lookups[name] = structs.Objects(resources.items, fields)
     return StepRequest(
         xr=structs.to_dict(req.observed.composite.resource),
         desired_xr=structs.to_dict(req.desired.composite.resource),

@@ -47,6 +47,24 @@ def looked_up(struct: struct_pb2.Struct) -> dict:
     return out
 
 
+def project(struct: struct_pb2.Struct, paths: tuple[tuple[str, ...], ...]) -> dict:
+    """Only the fields at `paths` (each split on dots): a reader that needs three fields of
+    each of hundreds of objects does not pay for converting them whole."""
+    out: dict = {}
+    for path in paths:
+        fields, target = struct.fields, out
+        for part in path[:-1]:
+            value = fields.get(part)
+            if value is None or value.WhichOneof("kind") != "struct_value":
+                break
+            fields, target = value.struct_value.fields, target.setdefault(part, {})
+        else:
+            value = fields.get(path[-1])
+            if value is not None:
+                target[path[-1]] = _value(value)
+    return out
+
+
 def set_path(struct: struct_pb2.Struct, parts: list[str], value) -> None:
     """Set a dotted path in a Struct in place, creating objects on the way (no round trip
     of the whole Struct through dicts). A field of another type on the way is an error."""
@@ -62,20 +80,23 @@ class Objects(Sequence):
     """Looked-up objects, each read from its Struct when it is used and not kept: a pool
     step over 10,000 claims then never holds them all as dicts at once."""
 
-    def __init__(self, items):
+    def __init__(self, items, fields: tuple[str, ...] = ()):
         self._items = items  # repeated fnv1.Resource
+        # The only fields its reader needs (dotted paths); none: every field.
+        paths = tuple(tuple(f.split(".")) for f in fields)
+        self._read = (lambda s: project(s, paths)) if paths else looked_up
 
     def __len__(self) -> int:
         return len(self._items)
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return [looked_up(item.resource) for item in self._items[index]]
-        return looked_up(self._items[index].resource)
+            return [self._read(item.resource) for item in self._items[index]]
+        return self._read(self._items[index].resource)
 
     def __iter__(self):
         for item in self._items:
-            yield looked_up(item.resource)
+            yield self._read(item.resource)
 
 
 class Resources(Mapping):

@@ -20,6 +20,16 @@ from function.claims import inner_manifest
 from function.names import digest, fit
 
 KEY = "tcp-ticket"
+# All `parse` reads of a ticket, as a Lease or an Object wrapping one.
+FIELDS = (
+    "kind",
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.creationTimestamp",
+    "spec.holderIdentity",
+    "spec.forProvider.manifest.kind",
+    "spec.forProvider.manifest.spec.holderIdentity",
+)
 
 
 def ticket_name(pool: str, identity: str) -> str:

@@ -139,3 +139,36 @@ def test_the_cache_is_bounded():
     for name in ("a", "b", "c"):
         asyncio.run(runner.RunFunction(request(xr={**XR, "metadata": {"name": name}}), None))
     assert len(runner.responses._entries) == 2
+
+
+def test_tickets_are_read_with_only_the_fields_the_queue_needs():
+    from function import tickets
+    from function.builders.lease import ticket
+    from function.builders.object import wrap
+
+    lease = ticket(name="tcp-postgresql-wait-a", namespace=NS, pool="postgresql", owner="a",
+                   holder="uid-a")  # fmt: skip
+    obj = wrap(lease, provider_config="kubernetes")
+    obj["metadata"].update(creationTimestamp="2026-11-26T10:00:00Z", managedFields=[{}] * 50)
+    obj["status"] = {"atProvider": {"manifest": lease}}
+    req = request()
+    req.required_resources["tcp-tickets"].items.add().resource.update(obj)
+    [read] = fn.read(req).lookups["tcp-tickets"]
+    assert read == {
+        "kind": "Object",
+        "metadata": {"name": "tcp-postgresql-wait-a", "creationTimestamp": "2026-11-26T10:00:00Z"},
+        "spec": {
+            "forProvider": {"manifest": {"kind": "Lease", "spec": {"holderIdentity": "uid-a"}}}
+        },
+    }
+    assert tickets.line([read], NS) == [
+        tickets.Ticket("2026-11-26T10:00:00Z", "tcp-postgresql-wait-a", "uid-a")
+    ]
+    # A path through a field of another type is skipped, not an error.
+    req = request()
+    req.required_resources["tcp-tickets"].items.add().resource.update(
+        {"kind": "Lease", "spec": "junk", "metadata": {"name": 7}}
+    )
+    assert list(fn.read(req).lookups["tcp-tickets"]) == [
+        {"kind": "Lease", "metadata": {"name": 7.0}}
+    ]
