@@ -26,7 +26,9 @@ from function import labels
 from function.allocation import Requirement
 from function.builders.gateway import shard_gateway
 from function.builders.lease import claim as build_claim
+from function.builders.lease import ticket as build_ticket
 from function.builders.object import wrap
+from function.tickets import ticket_name
 from tests import world as world_module
 from tests.factories import NS
 from tests.simulator import dict_to_struct
@@ -195,6 +197,22 @@ def claim_object(pool: str, index: int, port: int, tenant: int, mode: str) -> di
     return obj
 
 
+def ticket_object(pool: str, tenant: int, mode: str) -> dict:
+    """A waiting tenant's ticket: a Lease (v2), or the Object wrapping it (v1.20)."""
+    owner = f"{pool}-w{tenant}"
+    owner_uid = _uid(1_000_000 + tenant)
+    lease = build_ticket(
+        name=ticket_name(pool, owner_uid), namespace=NS, pool=pool, owner=owner, holder=owner_uid
+    )
+    if mode == "v2":
+        return served(lease, owner=(owner, owner_uid), key="tcp-ticket")
+    obj = served(
+        wrap(lease, provider_config="kubernetes"), owner=(owner, owner_uid), key="tcp-ticket"
+    )
+    obj["status"] = {"atProvider": {"manifest": served(lease)}}
+    return obj
+
+
 # -- the store ---------------------------------------------------------------------------
 
 
@@ -213,6 +231,12 @@ class Store:
     def add(self, obj: dict) -> None:
         md = obj["metadata"]
         self.objects[(obj["apiVersion"], obj["kind"])][(md.get("namespace", ""), md["name"])] = obj
+        self._index = None
+
+    def remove_tickets(self) -> None:
+        for objects in self.objects.values():
+            for key in [k for k, o in objects.items() if "-wait-" in o["metadata"]["name"]]:
+                del objects[key]
         self._index = None
 
     def fetch(self, name: str, selector: fnv1.ResourceSelector) -> fnv1.Resources:

@@ -5,14 +5,17 @@ cloudscale shard, lowest shard first, full shards `accepting: "false"`), and Cro
 requirement loop is played against it for
 
 * sticky: a settled tenant (claim held, data path Ready) on shard 1;
-* alloc-w1: a new tenant; the lowest shard that still says it accepts is in fact full
-  (its Gateway's hint is one claim old), the next one has room: the first candidate window
-  (3 shards) decides. Same shape at every size, so the sizes compare like for like;
-* alloc-w2: a new tenant; the three lowest accepting shards are in fact full, so the
-  function reads a second window of claims. Needs >= 3 full shards: from 1,000 tenants.
-* alloc-full6: the six lowest accepting shards are in fact full: both windows (6 shards,
-  594 claims) are read, the largest request a tenant reconcile can cause; the function
+* alloc-w1: a new tenant; the lowest accepting shard has room: the first window of claims
+  (one shard of 99 slots: CLAIM_BUDGET) decides. Same shape at every size, so the sizes
+  compare like for like;
+* alloc-w2: a new tenant; the lowest shard that still says it accepts is in fact full
+  (its Gateway's hint is one claim old), the next one has room: the second window decides.
+* alloc-full: the two lowest accepting shards are in fact full: both windows (198 claims,
+  the claim budget) are read, the largest request a tenant reconcile causes; the function
   reports PoolFull although a higher shard has room (until the pool step relabels).
+  Needs >= 2 full shards: from 1,000 tenants.
+* alloc-queue: as alloc-w2, with 100 other tenants waiting (their tickets are read, and
+  count against the claim budget: the second window is left out, the tenant is Queued).
 
 One pool cannot hold 100,000 tenants at capacity 100 (1,011 shards x 100 ports is more
 than the 55,536 ports from 10000 to 65535; claim names make ports unique per pool), so the
@@ -47,6 +50,7 @@ from bench.fixtures import (
     first_requests,
     label_shards,
     requirement_loop,
+    ticket_object,
 )
 from function.fn import FunctionRunner
 
@@ -54,8 +58,9 @@ SIZES = (100, 1_000, 10_000, 100_000)
 POOL_LIMIT = 50_000  # tenants per pool in the 100,000 row
 MB = 1_000_000
 RATIO_TARGET = 1.3
-PATHS = ("sticky", "alloc-w1", "alloc-w2", "alloc-full6")
-STALE = ((1, ("sticky", "alloc-w1")), (3, ("alloc-w2",)), (6, ("alloc-full6",)))
+PATHS = ("sticky", "alloc-w1", "alloc-w2", "alloc-queue", "alloc-full")
+STALE = ((0, ("sticky", "alloc-w1")), (1, ("alloc-w2", "alloc-queue")), (2, ("alloc-full",)))
+WAITING = 100  # other tenants in line on the alloc-queue path
 
 
 @dataclass
@@ -85,7 +90,12 @@ def build_store(mode: str, size: int) -> tuple[Store, PoolShape]:
 
 def measure(mode: str, tenants: Tenants, store: Store, shape, size: int, path: str, runner) -> Row:
     first = tenants.sticky if path == "sticky" else tenants.new
+    if path == "alloc-queue":
+        for number in range(WAITING):
+            store.add(ticket_object(shape.pool, number, mode))
     loop = requirement_loop(runner, first, store)
+    if path == "alloc-queue":
+        store.remove_tickets()
     if not loop.stable:
         raise RuntimeError(f"{mode} {path} {shape.tenants}: requirements did not stabilise")
     reason = condition_reason(loop.final, "TCPAccessReady")
@@ -93,7 +103,11 @@ def measure(mode: str, tenants: Tenants, store: Store, shape, size: int, path: s
         if reason != "Ready":
             raise RuntimeError(f"{mode} sticky {shape.tenants}: {reason}")
         outcome = "Ready (shard 1)"
-    elif path == "alloc-full6":
+    elif path == "alloc-queue":
+        if reason != "Queued":
+            raise RuntimeError(f"{mode} {path} {shape.tenants}: {reason}")
+        outcome = f"Queued behind {WAITING} (shard {shape.expected_shard} has room)"
+    elif path == "alloc-full":
         if reason != "PoolFull":
             raise RuntimeError(f"{mode} {path} {shape.tenants}: {reason}")
         room = min(i for i, n in shape.used.items() if n < 99)
@@ -156,11 +170,14 @@ def run(quick: bool = False) -> Section:
         "Handler times are thread CPU time (other engineers' test runs share the 2 cores, "
         "which inflates wall time; the wall total is shown beside it). "
         "Paths: `sticky` = a settled tenant on shard 1; `alloc-w1` = a new tenant, the "
-        "lowest accepting shard is in fact full (hint one claim old), the next has room "
-        "(same shape at every size); `alloc-w2` = the three lowest accepting shards are "
-        "full, a second window of claims is read (from 1,000 tenants); `alloc-full6` = the "
-        "six lowest accepting shards are full: both windows, 594 claims, the largest "
-        "request a tenant reconcile can cause, ending PoolFull. The 100,000 row is two "
+        "lowest accepting shard has room (same shape at every size); `alloc-w2` = the "
+        "lowest accepting shard is in fact full (hint one claim old), the next has room: "
+        f"the second window of claims decides; `alloc-queue` = alloc-w2 with {WAITING} "
+        "other tenants waiting: their tickets are read and count against the claim budget, "
+        "the second window is left out, the tenant is Queued; `alloc-full` = the two lowest "
+        "accepting shards are full: both windows, 198 claims (the claim budget), the "
+        "largest request a tenant reconcile can cause, ending PoolFull (from 1,000 "
+        "tenants). The 100,000 row is two "
         "pools of 50,000 (one pool cannot hold more than ~55,000 tenants at capacity 100: "
         "ports 10000-65535 are unique per pool).",
     )
@@ -224,7 +241,7 @@ def run(quick: bool = False) -> Section:
         (
             "Targets: every request < 1 MB (10^6 bytes); handler total (CPU) at the largest "
             f"size (100,000; 10,000 with --quick) <= {RATIO_TARGET}x the smallest size "
-            "measured for that path (alloc-w2 starts at 1,000).",
+            "measured for that path (alloc-full starts at 1,000).",
             table(
                 [
                     "mode",

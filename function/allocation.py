@@ -35,8 +35,14 @@ from function.requirement import Requirement
 from function.shards import Shard, ShardError, from_gateway
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
-WINDOW = 3  # candidate shards whose claims are read per requirement round
-MAX_WINDOWS = 2  # keeps the loop within Crossplane's limit of calls per step
+# Claims are read in two windows of candidate shards (two requirement rounds, within
+# Crossplane's limit of calls per step). The first has the few shards most reconciles
+# need; the second, for tenants that find those full or wait behind others, as many as the
+# claim budget allows. The budget counts tenant slots (the most claims a shard holds) and
+# the tickets read: a wrapped claim is ~3 KiB, and a request must stay under 1 MB.
+WINDOW = 3  # shards in the first window, at most
+CLAIM_BUDGET = 250  # claims (and tickets) one reconcile may read; half of it in window one
+MAX_SHARDS_READ = 24  # shards whose claims one reconcile may read
 
 ACCEPTING_GATEWAYS = "tcp-gateways-accepting"
 OWN_CLAIMS = "tcp-claims-own"
@@ -98,7 +104,7 @@ class Phase(enum.StrEnum):
     CLAIM = "Claim"
     POOL_FULL = "PoolFull"
     NO_SHARDS = "NoShards"
-    QUEUED = "Queued"  # every free slot in reach goes to a tenant that has waited longer
+    QUEUED = "Queued"  # no slot in reach for this XR, and others have waited longer
     PENDING = "Pending"
 
 
@@ -167,15 +173,17 @@ def decide(
     attempt: int = 1,
     adopt: Adoption | None = None,
     owner: str | None = None,
+    searching: bool = False,
 ) -> Decision:
     """Run the protocol for one XR. `lookups` maps requirement name -> list of objects;
     a missing name means Crossplane has not resolved that requirement yet. `attempt` counts
     this XR's claims in a row that did not come back as held (lost races). `owner` is the
-    XR's owner label value: its own claims are looked up by it."""
+    XR's owner label value: its own claims are looked up by it. `searching`: its last
+    reconcile found no slot in reach (PoolFull, Queued): it looks further this time."""
     if held is not None:
         return _sticky(pool, held, lookups)
     if owner is None:
-        return _claim_first(pool, identity, lookups, attempt, adopt)
+        return _claim_first(pool, identity, lookups, attempt, adopt, searching)
     # The XR as Crossplane shows it may lag behind the lookups: a claim this XR holds that
     # it does not show is still its allocation (never a second port).
     own = pool.own_claims(owner)
@@ -185,7 +193,7 @@ def decide(
     decision = (
         _sticky(pool, mine[0], lookups)
         if mine
-        else _claim_first(pool, identity, lookups, attempt, adopt)
+        else _claim_first(pool, identity, lookups, attempt, adopt, searching)
     )
     decision.requirements.insert(0, own)
     if found is None and decision.phase is not Phase.PENDING:
@@ -220,7 +228,12 @@ def _sticky(pool: Pool, held: claimlib.Claim, lookups: dict) -> Decision:
 
 
 def _claim_first(
-    pool: Pool, identity: str, lookups: dict, attempt: int, adopt: Adoption | None
+    pool: Pool,
+    identity: str,
+    lookups: dict,
+    attempt: int,
+    adopt: Adoption | None,
+    searching: bool = False,
 ) -> Decision:
     decision = Decision(Phase.PENDING)
     old = _legacy(pool, lookups, decision, adopt)
@@ -234,7 +247,7 @@ def _claim_first(
         return _shard_view(pool, shard, shards, lookups, decision, old)
 
     decision.ticket = True
-    return _choose(pool, identity, lookups, attempt, decision, view, queued=True)
+    return _choose(pool, identity, lookups, attempt, decision, view, True, searching)
 
 
 def _choose(
@@ -245,6 +258,7 @@ def _choose(
     decision: Decision,
     view,
     queued: bool = False,
+    searching: bool = False,
 ):
     """Pick a shard and a port from what `view` says of each candidate shard. `queued`:
     waiting tenants take the free slots in the order of their tickets."""
@@ -276,10 +290,14 @@ def _choose(
         ordered = ordered[turn:roomy] + ordered[:turn] + ordered[roomy:]
     slots: list[tuple[Shard, int]] = []
     waiters: list[str] | None = None
-    for window in range(MAX_WINDOWS):
-        candidates = ordered[window * WINDOW : (window + 1) * WINDOW]
-        if not candidates:
-            break
+    budget = CLAIM_BUDGET - len(line or [])
+    if searching and sum(map(len, windows(ordered, budget))) < len(ordered):
+        # Its reach had no slot for it last time, and there is more to the pool (shards
+        # whose hints no pool step keeps): look from a shard of its own this time, another
+        # next time. Tenants searching so may collide; the claim settles it.
+        turn = start_offset(seed, len(ordered))
+        ordered = ordered[turn:] + ordered[:turn]
+    for candidates in windows(ordered, budget):
         views = [view(shard, shards) for shard in candidates]
         if any(view is None for view in views) or (queued and line is None):
             return decision
@@ -307,12 +325,34 @@ def _choose(
         if rest:
             _claim(pool, decision, *rest[start_offset(seed, len(rest))])
             return decision
-    if slots and waiters:
-        decision.phase = Phase.QUEUED
-        decision.ahead = waiters.index(identity) if identity in waiters else len(waiters)
-        return decision
-    decision.phase = Phase.POOL_FULL
+    # No slot in reach for this XR: the head of the line reports the pool full (the pool
+    # step acts on it); those behind it, how many are ahead.
+    ahead = waiters.index(identity) if identity in waiters else len(waiters or [])
+    decision.phase = Phase.QUEUED if ahead else Phase.POOL_FULL
+    decision.ahead = ahead
     return decision
+
+
+def windows(ordered: list[Shard], budget: int) -> list[list[Shard]]:
+    """The candidate shards whose claims are read, in two windows (see CLAIM_BUDGET). The
+    first never depends on the budget left after the tickets: tenants that read one pool
+    with more or fewer tickets still agree on it (the line is fixed by it)."""
+    first: list[Shard] = []
+    used = 0
+    for shard in ordered[:WINDOW]:
+        cost = max(1, shard.tenant_slots)
+        if first and used + cost > CLAIM_BUDGET // 2:
+            break
+        first.append(shard)
+        used += cost
+    second: list[Shard] = []
+    for shard in ordered[len(first) : MAX_SHARDS_READ]:
+        cost = max(1, shard.tenant_slots)
+        if used + cost > budget:
+            break
+        second.append(shard)
+        used += cost
+    return [window for window in (first, second) if window]
 
 
 def _claim(pool: Pool, decision: Decision, shard: Shard, port: int) -> None:

@@ -143,6 +143,7 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
             attempt=claim_attempt(spec, request),
             adopt=None if held else _adoption(request, tenant, wrapped),
             owner=label_value(tenant.name),
+            searching=_last_phase(spec, request) in ("PoolFull", "Queued"),
         )
         _moving(decision, _blocked_claims(request, tenant))
 
@@ -178,15 +179,20 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
 
 
 def claim_attempt(spec: TCPAccess, request: StepRequest) -> int:
-    """Which claim in a row this is: the XR's status remembers a claim that never came back
-    as held (another XR got that port first)."""
+    """Which try in a row this is: the XR's status remembers a claim that never came back
+    as held (another XR got that port first), or a search that found no slot."""
     previous = fieldpath.mapping(request.xr, spec.statusPath)
     tried = previous.get("claimAttempts")
-    if previous.get("phase") not in ("Claiming", "Conflicted") or not isinstance(
-        tried, int | float
-    ):
+    if _last_phase(spec, request) not in SEARCHING or not isinstance(tried, int | float):
         return 1
-    return max(1, min(int(tried), 1000)) + 1
+    return max(0, int(tried)) % 1000 + 1  # wraps: a long search keeps moving
+
+
+SEARCHING = ("Claiming", "Conflicted", "PoolFull", "Queued")  # phases of a portless XR
+
+
+def _last_phase(spec: TCPAccess, request: StepRequest) -> object:
+    return fieldpath.mapping(request.xr, spec.statusPath).get("phase")
 
 
 def enabled(spec: TCPAccess, request: StepRequest) -> bool:
@@ -653,10 +659,12 @@ def _not_yet(spec, request: StepRequest, tenant: Tenant, decision: Decision, res
             reason, message = "Conflicted", f"{decision.conflict}: {message}"
             result.results.append(Result(WARNING, decision.conflict, reason))
     elif decision.phase is Phase.POOL_FULL:
+        status["claimAttempts"] = claim_attempt(spec, request)  # the next search looks further
         reason = "PoolFull"
         message = f"no free port in pool {spec.pool}; the pool step adds a shard"
         result.results.append(Result(WARNING, message, reason))
     elif decision.phase is Phase.QUEUED:
+        status["claimAttempts"] = claim_attempt(spec, request)
         reason = "Queued"
         message = (
             f"{decision.ahead} tenant(s) ahead in the queue for the free ports of pool {spec.pool}"

@@ -96,9 +96,58 @@ def test_reads_at_most_two_windows_of_claims_however_big_the_pool():
     available = {"tcp-gateways-accepting": gateways, **full}
     decision, calls = run_loop(POOL, "uid-x", None, available)
     claim_reads = [r for r in decision.requirements if r.name.startswith("tcp-claims-shard-")]
-    assert len(claim_reads) == allocation.WINDOW * allocation.MAX_WINDOWS
+    assert len(claim_reads) == allocation.MAX_SHARDS_READ  # 24 shards of 9 slots: 216 claims
     assert decision.phase is Phase.POOL_FULL
     assert calls <= 6
+
+
+def big_full_shards(count: int) -> dict:
+    """`count` shards of capacity 100 (99 tenant slots), every slot claimed."""
+    available = {"tcp-gateways-accepting": [gateway(i, capacity=100) for i in range(1, count + 1)]}
+    for i in range(1, count + 1):
+        start = 10000 + (i - 1) * 100
+        available[f"tcp-claims-shard-{i}"] = [claim(start + p, shard=i) for p in range(99)]
+    return available
+
+
+def claims_read(decision, available) -> int:
+    return sum(
+        len(available[r.name]) for r in decision.requirements
+        if r.name.startswith("tcp-claims-shard-")
+    )  # fmt: skip
+
+
+def test_a_reconcile_reads_no_more_claims_than_the_budget_of_shards_of_any_size():
+    # Three shards of 99 claims would be ~900 KiB of wrapped claims in one request.
+    available = big_full_shards(10)
+    decision, calls = run_loop(POOL, "uid-x", None, available)
+    assert decision.phase is Phase.POOL_FULL
+    assert claims_read(decision, available) == 198 <= allocation.CLAIM_BUDGET  # two shards
+    assert calls <= 6
+
+
+def test_waiting_tickets_count_against_the_claim_budget():
+    available = big_full_shards(10)
+    available["tcp-tickets"] = [ticket(f"uid-{i}", "2026-11-26T10:00:00Z") for i in range(60)]
+    decision, _ = run_loop(POOL, "uid-x", None, available)
+    assert claims_read(decision, available) == 99  # 60 tickets + 2 x 99 claims > 250
+
+
+def test_the_second_window_reaches_the_free_slots_of_many_small_shards():
+    # A burst of 100 waiters behind a full first shard: the first window (three shards)
+    # holds 18 free slots, the second as many shards as the budget left after the tickets
+    # allows (150 claims: 16 shards in all), so every waiter is given its own port at once.
+    gateways = [gateway(i) for i in range(1, 31)]
+    available = {"tcp-gateways-accepting": gateways, "tcp-claims-shard-1": [
+        claim(10000 + p) for p in range(9)
+    ]}  # fmt: skip
+    available["tcp-tickets"] = [ticket(f"uid-{i:03d}", "2026-11-26T10:00:00Z") for i in range(100)]
+    ports = set()
+    for i in range(100):
+        decision, _ = run_loop(POOL, f"uid-{i:03d}", None, available)
+        if decision.allocation:
+            ports.add(decision.allocation.port)
+    assert len(ports) == 100
 
 
 def test_second_window_is_read_when_first_is_full():
@@ -368,3 +417,38 @@ def test_wrapped_tickets_are_read_from_their_objects():
     [read] = [r for r in decision.requirements if r.name == "tcp-tickets"]
     assert read.kind == "Object" and read.match_labels[labels.ROLE] == labels.TICKET_ROLE
     assert read.matches(line[0]) and not read.matches(claim(10001, wrapped=True))
+
+
+def test_in_a_full_pool_the_head_of_the_line_reports_it_full_and_the_rest_wait_behind():
+    line = [ticket(f"uid-{i}", f"2026-11-26T10:00:0{i}Z") for i in range(3)]
+    available = {
+        "tcp-gateways-accepting": [gateway(1, capacity=3, ports="10000-10002")],
+        "tcp-claims-shard-1": [claim(10000), claim(10001)],
+        "tcp-tickets": line,
+    }
+    phases = [run_loop(POOL, f"uid-{i}", None, available)[0] for i in range(3)]
+    assert [(d.phase, d.ahead) for d in phases] == [
+        (Phase.POOL_FULL, 0),
+        (Phase.QUEUED, 1),
+        (Phase.QUEUED, 2),
+    ]
+
+
+def test_a_tenant_that_found_no_slot_in_reach_searches_the_rest_of_the_pool():
+    # Ten shards of 99 slots and no pool step: every shard says it accepts, only shard 8
+    # has room. The reach (two shards: the claim budget) holds no slot; searching, the
+    # tenant looks from another shard on each try, and finds it.
+    available = big_full_shards(10)
+    available["tcp-claims-shard-8"] = available["tcp-claims-shard-8"][:-1]
+
+    def decide(attempt: int, searching: bool):
+        lookups: dict = {}
+        for _ in range(6):
+            decision = allocation.decide(POOL, "uid-x", None, lookups, attempt, searching=searching)
+            lookups = resolve(decision, available)
+        assert claims_read(decision, available) <= allocation.CLAIM_BUDGET
+        return decision
+
+    assert decide(2, searching=False).phase is Phase.POOL_FULL
+    found = [a for a in range(2, 40) if decide(a, searching=True).phase is Phase.CLAIM]
+    assert found and {decide(a, True).allocation.shard for a in found} == {8}
