@@ -233,6 +233,10 @@ class Store:
         self.objects[(obj["apiVersion"], obj["kind"])][(md.get("namespace", ""), md["name"])] = obj
         self._index = None
 
+    def remove(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        self.objects[(api_version, kind)].pop((namespace, name), None)
+        self._index = None
+
     def remove_tickets(self) -> None:
         for objects in self.objects.values():
             for key in [k for k, o in objects.items() if "-wait-" in o["metadata"]["name"]]:
@@ -314,6 +318,23 @@ def fill_pool(store: Store, pool: str, tenants: int, *, stale: int = 0) -> PoolS
     shape = PoolShape(pool, tenants, used, set(), None)
     label_shards(store, shape, stale)
     return shape
+
+
+def trim_open_shard(store: Store, shape: PoolShape, keep: int = 1) -> None:
+    """Leave `keep` claims on the partly filled shard, so that pools of every size show a
+    new tenant the same shape (one claim there at 100 tenants, five at 50,000 otherwise)."""
+    index = max(shape.used)
+    if not 0 < keep < shape.used[index] < SLOTS:
+        return
+    kind = ("coordination.k8s.io/v1", "Lease") if store.mode == "v2" else (
+        "kubernetes.crossplane.io/v1alpha2", "Object",
+    )  # fmt: skip
+    namespace = NS if store.mode == "v2" else ""
+    start = FIRST_PORT + (index - 1) * CAPACITY
+    for port in range(start + keep, start + shape.used[index]):
+        store.remove(*kind, namespace, f"tcp-{shape.pool}-{port}")
+    shape.tenants -= shape.used[index] - keep
+    shape.used[index] = keep
 
 
 def label_shards(store: Store, shape: PoolShape, stale: int) -> None:

@@ -114,7 +114,7 @@ def requests() -> list[tuple[str, fnv1.RunFunctionRequest]]:
                 )
             )
             alloc = requirement_loop(runner, tenants.new, store)
-            found.append(("v2 alloc-w1, last call (claims of 2 shards)", alloc.requests[-1]))
+            found.append(("v2 alloc-w2, last call (claims of 2 shards)", alloc.requests[-1]))
     return found
 
 

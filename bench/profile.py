@@ -1,6 +1,6 @@
 """Profile the slowest paths in process with cProfile (standard library only):
 
-    python -m bench.profile [sticky|earlier|alloc|full6|pool ...] [--top N] [--runs N]
+    python -m bench.profile [sticky|earlier|alloc|full|pool ...] [--top N] [--runs N]
 
 Each case replays one recorded request (the heaviest call of its requirement loop) through
 `FunctionRunner().RunFunction` `--runs` times under cProfile and prints the top functions
@@ -8,8 +8,8 @@ by own time and by cumulative time, with file:line. Cases:
 
 * sticky:  v2 sticky reconcile, call 2 (own shard Gateway resolved)
 * earlier: the same, after an earlier step that desired 30 resources
-* alloc:   v2 alloc-w1, last call (claims of 2 shards)
-* full6:   v2 alloc-full6, last call (claims of 6 shards, PoolFull)
+* alloc:   v2 alloc-w2, last call (claims of 2 shards, the lowest one full)
+* full:    v2 alloc-full, last call (claims of 2 full shards: the claim budget, PoolFull)
 * pool:    v2 pool step over 10,000 claims
 
 For a sampling view of the gRPC server process (asyncio and gRPC included), py-spy is
@@ -28,7 +28,7 @@ from bench.common import _loop
 from bench.fixtures import POOL, Store, fill_pool, first_requests, label_shards, requirement_loop
 from function.fn import FunctionRunner
 
-CASES = ("sticky", "earlier", "alloc", "full6", "pool")
+CASES = ("sticky", "earlier", "alloc", "full", "pool")
 
 
 def request_for(case: str):
@@ -42,8 +42,8 @@ def request_for(case: str):
     tenants = first_requests("v2")
     store = Store("v2")
     shape = fill_pool(store, POOL, 1_000)
-    label_shards(store, shape, 6 if case == "full6" else 1)
-    first = tenants.new if case in ("alloc", "full6") else tenants.sticky
+    label_shards(store, shape, 2 if case == "full" else 1)
+    first = tenants.new if case in ("alloc", "full") else tenants.sticky
     req = requirement_loop(runner, first, store).requests[-1]
     if case == "earlier":
         from bench.floor import after_earlier_step
@@ -84,7 +84,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown case(s) {', '.join(unknown)}; one of {', '.join(CASES)}")
     for case in args.cases or CASES:
-        runs = args.runs or (3 if case == "pool" else 50 if case in ("alloc", "full6") else 200)
+        runs = args.runs or (3 if case == "pool" else 50 if case in ("alloc", "full") else 200)
         print(profile(case, runs, args.top))
 
 
