@@ -6,7 +6,7 @@ incomplete), and builds the data path once the claim is held.
 """
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from function import allocation, fieldpath, publish, readiness, shards, tickets
 from function import claims as claimlib
@@ -121,7 +121,7 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
         ),
         respect_legacy=spec.respectLegacyAllocations,
     )
-    held, not_held = None, []
+    held, mine = None, ObservedClaims()
     if tenant.namespace is not None:
         flavour = FLAVOURS[spec.gatewayAPI]
         decision = allocation.place(
@@ -134,18 +134,19 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
             attempt=claim_attempt(spec, request),
         )
     else:
-        held, not_held = _observed_claims(request, tenant, wrapped)
+        mine = _observed_claims(request, tenant)
+        held = _in_use(mine, request, tenant, wrapped)
         decision = allocation.decide(
             pool,
             tenant.identity,
             held,
             request.lookups,
             attempt=claim_attempt(spec, request),
-            adopt=None if held else _adoption(request, tenant, wrapped),
+            adopt=None if held else _adoption(request, tenant, wrapped, mine.blocked),
             owner=label_value(tenant.name),
-            searching=_last_phase(spec, request) in ("PoolFull", "Queued"),
+            searching=_last_phase(spec, request) in NO_SLOT,
         )
-        _moving(decision, _blocked_claims(request, tenant))
+        _moving(decision, mine.blocked)
 
     result = StepResult(status_path=spec.statusPath, requirements=decision.requirements)
     result.results.extend(Result(WARNING, w) for w in decision.warnings)
@@ -163,15 +164,18 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
             _queue(spec, request, tenant, result)
         else:
             result.resources.pop(tickets.KEY, None)  # it has its port: it leaves the queue
-        for stale in held_but_unused(request, tenant, decision):
-            # A second claim can only come from an interrupted earlier reconcile; release it.
-            result.resources.pop(stale, None)
+        chosen = decision.allocation.claim_name
+        for key, claim in mine.held:
+            if claim.name != chosen:
+                # A second claim can only come from an interrupted earlier reconcile: release
+                # it (a blocked one is not among these: its port stays taken).
+                result.resources.pop(key, None)
         _use(spec, request, tenant, decision, result)
     elif decision.phase is Phase.CLAIM and tenant.namespace is not None:
         _use(spec, request, tenant, decision, result)  # its listener is its claim
     else:
         _not_yet(spec, request, tenant, decision, result)
-    for key in not_held:
+    for key in mine.not_held:
         result.results.append(
             Result(WARNING, f"claim {key} is composed by this XR but held by someone else")
         )
@@ -183,12 +187,13 @@ def claim_attempt(spec: TCPAccess, request: StepRequest) -> int:
     as held (another XR got that port first), or a search that found no slot."""
     previous = fieldpath.mapping(request.xr, spec.statusPath)
     tried = previous.get("claimAttempts")
-    if _last_phase(spec, request) not in SEARCHING or not isinstance(tried, int | float):
+    if previous.get("phase") not in SEARCHING or not isinstance(tried, int | float):
         return 1
     return max(0, int(tried)) % 1000 + 1  # wraps: a long search keeps moving
 
 
-SEARCHING = ("Claiming", "Conflicted", "PoolFull", "Queued")  # phases of a portless XR
+NO_SLOT = ("PoolFull", "Queued")  # phases of an XR whose last search found no slot
+SEARCHING = ("Claiming", "Conflicted", *NO_SLOT)  # phases of a portless XR
 
 
 def _last_phase(spec: TCPAccess, request: StepRequest) -> object:
@@ -279,12 +284,12 @@ def _check_namespaced(spec: TCPAccess, xr_namespace: str, backend_namespace: str
 
 def _named(spec: TCPAccess, role: str, sources: tuple[dict, ...]) -> Named:
     given: ResourceName = getattr(spec.resources, role)
-    field = f"resources.{role}"
-    name = fit(_render(f"{field}.name", given.name, sources))
+    at = f"resources.{role}"
+    name = fit(_render(f"{at}.name", given.name, sources))
     object_name = name
     if given.objectName is not None:
-        object_name = fit(_render(f"{field}.objectName", given.objectName, sources))
-    return Named(_render(f"{field}.key", given.key, sources), name, object_name)
+        object_name = fit(_render(f"{at}.objectName", given.objectName, sources))
+    return Named(_render(f"{at}.key", given.key, sources), name, object_name)
 
 
 def _check_distinct(objects: dict[str, Named], *, wrapped: bool) -> None:
@@ -302,15 +307,15 @@ def _check_distinct(objects: dict[str, Named], *, wrapped: bool) -> None:
             )
 
 
-def _render(field: str, template: str, sources: tuple[dict, ...]) -> str:
+def _render(where: str, template: str, sources: tuple[dict, ...]) -> str:
     try:
         return fieldpath.render(template, *sources)
     except fieldpath.MissingField as err:
         raise InputError(
-            f"{field}: {template!r} names XR field {err.path}, which is not set"
+            f"{where}: {template!r} names XR field {err.path}, which is not set"
         ) from None
     except ValueError as err:
-        raise InputError(f"{field}: {err}") from None
+        raise InputError(f"{where}: {err}") from None
 
 
 def _manifest(observed: dict | None, wrapped: bool) -> dict:
@@ -320,29 +325,43 @@ def _manifest(observed: dict | None, wrapped: bool) -> dict:
     return claimlib.inner_manifest(observed) if wrapped else observed
 
 
-def _observed_claims(request: StepRequest, tenant: Tenant, wrapped: bool):
-    """(the claim this XR holds, keys of observed claims it does not hold)."""
-    held: list[claimlib.Claim] = []
-    not_held: list[str] = []
+@dataclass
+class ObservedClaims:
+    """The claims the XR shows, each parsed once."""
+
+    held: list[tuple[str, claimlib.Claim]] = field(default_factory=list)  # (key, claim)
+    blocked: list[claimlib.Claim] = field(default_factory=list)  # held, never used (_moving)
+    not_held: list[str] = field(default_factory=list)  # keys
+
+
+def _observed_claims(request: StepRequest, tenant: Tenant) -> ObservedClaims:
+    found = ObservedClaims()
     for key, obj in sorted(request.observed.items()):
         if not key.startswith(CLAIM_KEY_PREFIX):
             continue
         claim = claimlib.parse(obj)
-        if claim is not None and claim.holder == tenant.identity:
-            if claim.blocked is None:  # a blocked one is kept, never used (_moving)
-                held.append(claim)
+        if claim is None or claim.holder != tenant.identity:
+            found.not_held.append(key)
+        elif claim.blocked is not None:
+            found.blocked.append(claim)
         else:
-            not_held.append(key)
-    if not held:
-        return None, not_held
-    # Prefer the claim the data path already uses, then the lowest port: deterministic.
+            found.held.append((key, claim))
+    return found
+
+
+def _in_use(mine: ObservedClaims, request, tenant: Tenant, wrapped: bool):
+    """The held claim that is the allocation: the one the data path already uses, then the
+    lowest port (deterministic); None if the XR holds none."""
+    if not mine.held:
+        return None
     listener = _manifest(request.observed.get(tenant.key("listenerSet")), wrapped)
     in_use = readiness.listener_port(listener)
-    held.sort(key=lambda c: (c.port != in_use, c.port))
-    return held[0], not_held
+    return min((c for _, c in mine.held), key=lambda c: (c.port != in_use, c.port))
 
 
-def _adoption(request: StepRequest, tenant: Tenant, wrapped: bool) -> Adoption | None:
+def _adoption(
+    request: StepRequest, tenant: Tenant, wrapped: bool, blocked: list[claimlib.Claim]
+) -> Adoption | None:
     """The port the XR's listener set already has (from another allocator, or from a claim
     that was lost): claim that one first."""
     listener = _manifest(request.observed.get(tenant.key("listenerSet")), wrapped)
@@ -350,7 +369,7 @@ def _adoption(request: StepRequest, tenant: Tenant, wrapped: bool) -> Adoption |
     gateway = fieldpath.text(listener, "spec.parentRef.name")
     if not port or gateway is None:
         return None
-    if any(c.port == port for c in _blocked_claims(request, tenant)):
+    if any(c.port == port for c in blocked):
         return None  # the port it gave up, not one to adopt: it is moving (_moving)
     where = (
         fieldpath.text(listener, "metadata.namespace") or "",
@@ -386,17 +405,6 @@ def _placed(spec: TCPAccess, request: StepRequest, tenant: Tenant) -> allocation
     return found[0] if found else None
 
 
-def _blocked_claims(request: StepRequest, tenant: Tenant) -> list[claimlib.Claim]:
-    """The XR's claims on ports an older, foreign listener took before its own listener."""
-    found = []
-    for key, obj in sorted(request.observed.items()):
-        if key.startswith(CLAIM_KEY_PREFIX):
-            claim = claimlib.parse(obj)
-            if claim and claim.holder == tenant.identity and claim.blocked is not None:
-                found.append(claim)
-    return found
-
-
 def _moving(decision: Decision, blocked: list[claimlib.Claim]) -> None:
     """A new claim while the XR holds a blocked one is a move away from a squatted port:
     say so (reason Conflicted) rather than Claiming."""
@@ -410,19 +418,6 @@ def _served(spec: TCPAccess, request: StepRequest) -> int | None:
     if isinstance(served, int | float) and not isinstance(served, bool):
         return int(served)
     return None
-
-
-def held_but_unused(request, tenant: Tenant, decision: Decision) -> list[str]:
-    chosen = decision.allocation.claim_name if decision.allocation else None
-    stale = []
-    for key, obj in request.observed.items():
-        if key.startswith(CLAIM_KEY_PREFIX):
-            claim = claimlib.parse(obj)
-            # A blocked claim is not stale: its port stays taken while the XR lives.
-            mine = claim and claim.holder == tenant.identity and claim.blocked is None
-            if mine and claim.name != chosen:
-                stale.append(key)
-    return stale
 
 
 def _ready(key: str, observed: dict | None, tenant: Tenant, wrapped: bool) -> bool:
@@ -484,7 +479,7 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     if taken and tenant.namespace is None and served != alloc.port:
         # An older listener from outside the pool took the port before ours: it was never
         # this tenant's. Keep the claim (the port stays taken, its slot counted) but mark
-        # it, so the next reconcile claims another port (_observed_claims, decide).
+        # it, so the next reconcile claims another port (ObservedClaims, decide).
         blocked = f"port {alloc.port} behind {alloc.gateway} is taken by an older listener"
 
     objects = {
