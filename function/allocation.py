@@ -525,7 +525,7 @@ def _claims(pool: Pool, objects: Iterable[dict] | None, warnings: list[str]):
         if not isinstance(obj, dict) or obj.get("kind") not in ("Lease", "Object"):
             warnings.append(f"skipped a {_kind(obj)} returned by the claim lookup")
             continue
-        if obj.get("kind") == "Lease" and _metadata(obj).get("namespace") != pool.namespace:
+        if claimlib.elsewhere(obj, pool.namespace):
             continue
         claim = claimlib.parse(obj)
         if claim is None:

@@ -40,17 +40,31 @@ def _whole(value: object) -> int | None:
     return None
 
 
+def elsewhere(obj: dict, namespace: str) -> bool:
+    """A Lease outside the pool's namespace: Crossplane v1.x label lookups span every
+    namespace (provider-kubernetes Objects are cluster-scoped)."""
+    return obj.get("kind") == "Lease" and fieldpath.get(obj, "metadata.namespace", None) != (
+        namespace
+    )
+
+
 def inner_manifest(obj: dict) -> dict:
     """The wrapped object of a provider-kubernetes Object as it was desired."""
     return fieldpath.mapping(obj, "spec.forProvider.manifest")
 
 
-def parse(obj: dict) -> Claim | None:
-    """Read a claim from a Lease or an Object wrapping one; None if it names no port."""
+def lease_of(obj: object) -> dict | None:
+    """The Lease itself, or the Lease an Object wraps; None for anything else."""
     if not isinstance(obj, dict):
         return None
     lease = inner_manifest(obj) if obj.get("kind") == "Object" else obj
-    if lease.get("kind") != "Lease":
+    return lease if lease.get("kind") == "Lease" else None
+
+
+def parse(obj: dict) -> Claim | None:
+    """Read a claim from a Lease or an Object wrapping one; None if it names no port."""
+    lease = lease_of(obj)
+    if lease is None:
         return None
     meta_labels, annotations = {}, {}
     for source in (lease, obj):  # an Object's own labels win over its manifest's

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from function import fieldpath
-from function.claims import inner_manifest
+from function.claims import elsewhere, lease_of
 from function.names import digest, fit
 
 KEY = "tcp-ticket"
@@ -45,11 +45,9 @@ class Ticket:
 
 def parse(obj: object) -> Ticket | None:
     """A ticket from a Lease or an Object wrapping one; None if it names no holder."""
-    if not isinstance(obj, dict):
-        return None
-    lease = inner_manifest(obj) if obj.get("kind") == "Object" else obj
-    holder = fieldpath.get(lease, "spec.holderIdentity", None)
-    if lease.get("kind") != "Lease" or not isinstance(holder, str) or not holder:
+    lease = lease_of(obj)
+    holder = fieldpath.get(lease, "spec.holderIdentity", None) if lease else None
+    if not isinstance(holder, str) or not holder:
         return None
     created = fieldpath.get(obj, "metadata.creationTimestamp", None)
     name = fieldpath.get(obj, "metadata.name", None)
@@ -66,10 +64,8 @@ def line(objects: Iterable[object], namespace: str) -> list[Ticket]:
     for obj in objects:
         if not isinstance(obj, dict) or obj.get("kind") not in ("Lease", "Object"):
             continue
-        if obj.get("kind") == "Lease" and fieldpath.get(obj, "metadata.namespace", None) != (
-            namespace
-        ):
-            continue  # Crossplane v1.x label lookups span all namespaces
+        if elsewhere(obj, namespace):
+            continue
         ticket = parse(obj)
         if ticket is not None and (ticket.holder not in found or ticket < found[ticket.holder]):
             found[ticket.holder] = ticket
