@@ -291,13 +291,14 @@ def _choose(
     slots: list[tuple[Shard, int]] = []
     waiters: list[str] | None = None
     budget = CLAIM_BUDGET - len(line or [])
-    if searching and sum(map(len, windows(ordered, budget))) < len(ordered):
+    reach = windows(ordered, budget)
+    if searching and sum(map(len, reach)) < len(ordered):
         # Its reach had no slot for it last time, and there is more to the pool (shards
         # whose hints no pool step keeps): look from a shard of its own this time, another
         # next time. Tenants searching so may collide; the claim settles it.
         turn = start_offset(seed, len(ordered))
-        ordered = ordered[turn:] + ordered[:turn]
-    for candidates in windows(ordered, budget):
+        reach = windows(ordered[turn:] + ordered[:turn], budget)
+    for candidates in reach:
         views = [view(shard, shards) for shard in candidates]
         if any(view is None for view in views) or (queued and line is None):
             return decision
