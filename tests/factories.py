@@ -1,8 +1,11 @@
-"""Small builders for the objects tests feed the function: shard Gateways and claims."""
+"""Small builders for the objects tests feed the function: shard Gateways, claims and
+tickets."""
 
 from function import labels
 from function.builders.lease import claim as build_claim
+from function.builders.lease import ticket as build_ticket
 from function.builders.object import wrap
+from function.tickets import ticket_name
 
 NS = "tcp-gateways"
 
@@ -73,3 +76,13 @@ def claim(
         holder=holder,
     )
     return wrap(lease, provider_config="kubernetes") if wrapped else lease
+
+
+def ticket(holder: str, created: str, *, pool: str = "postgresql", wrapped: bool = False) -> dict:
+    """A waiting tenant's ticket as a lookup returns it, created at `created`."""
+    lease = build_ticket(
+        name=ticket_name(pool, holder), namespace=NS, pool=pool, owner=holder, holder=holder
+    )
+    obj = wrap(lease, provider_config="kubernetes") if wrapped else lease
+    obj["metadata"]["creationTimestamp"] = created
+    return obj

@@ -3,7 +3,7 @@
 from function import allocation, claims, labels, shards
 from function.allocation import Phase, Pool
 from function.inputs import StaticGateway
-from tests.factories import NS, claim, gateway
+from tests.factories import NS, claim, gateway, ticket
 
 POOL = Pool(name="postgresql", namespace=NS, wrapped=False)
 
@@ -318,20 +318,6 @@ def test_an_own_claim_the_lagging_xr_does_not_show_is_its_allocation():
 
 
 # -- the queue of waiting tenants (rule 4) ------------------------------------------------
-
-
-def ticket(holder: str, created: str, *, wrapped: bool = False) -> dict:
-    from function.builders.lease import ticket as build_ticket
-    from function.builders.object import wrap
-    from function.tickets import ticket_name
-
-    lease = build_ticket(
-        name=ticket_name("postgresql", holder), namespace=NS, pool="postgresql", owner=holder,
-        holder=holder,
-    )  # fmt: skip
-    obj = wrap(lease, provider_config="kubernetes") if wrapped else lease
-    obj["metadata"]["creationTimestamp"] = created
-    return obj
 
 
 def test_waiters_from_one_view_take_the_free_slots_in_ticket_order():

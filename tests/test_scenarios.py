@@ -31,6 +31,19 @@ def uids(world: World, name: str) -> dict[str, str]:
     return {key: obj["metadata"]["uid"] for key, obj in world.composed(name).items()}
 
 
+def reconcile_and_restart_change_nothing(world: World, *, after: int):
+    """Three reconciles of everyone, a function restart, `after` more: no port changes,
+    and not one composed object is deleted and recreated."""
+    before = world.ports()
+    objects = {name: uids(world, name) for name in world.tenants}
+    world.settle(3)
+    world.restart_function()
+    world.settle(after)
+    assert world.ports() == before
+    assert {name: uids(world, name) for name in world.tenants} == objects
+    world.check()
+
+
 def test_shards_fill_in_order_and_tenant_28_finds_the_pool_full(world):
     for index in (1, 2, 3):
         world.add_shard(index, capacity=10)
@@ -58,14 +71,7 @@ def test_shards_fill_in_order_and_tenant_28_finds_the_pool_full(world):
     assert "tcp-ticket" not in world.composed("pg-28")
 
     # Three more reconciles of everyone and a function restart change no port.
-    before = world.ports()
-    objects = {name: uids(world, name) for name in world.tenants}
-    world.settle(3)
-    world.restart_function()
-    world.settle(1)
-    assert world.ports() == before
-    assert {name: uids(world, name) for name in world.tenants} == objects
-    world.check()
+    reconcile_and_restart_change_nothing(world, after=1)
 
 
 def test_a_deleted_tenant_frees_its_port_for_the_next(world):
@@ -87,15 +93,7 @@ def test_more_reconciles_and_a_function_restart_change_no_port(world):
     for index in (1, 2):
         world.add_shard(index, capacity=10)
     fill(world, [f"t{i}" for i in range(12)])
-    before = world.ports()
-    objects = {name: uids(world, name) for name in world.tenants}
-    world.settle(3)
-    world.restart_function()
-    world.settle(3)
-    assert world.ports() == before
-    # Not one composed object was deleted and recreated.
-    assert {name: uids(world, name) for name in world.tenants} == objects
-    world.check()
+    reconcile_and_restart_change_nothing(world, after=3)
 
 
 def test_two_tenants_that_pick_the_same_port_from_one_snapshot_end_on_different_ports(world):

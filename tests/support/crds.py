@@ -1635,24 +1635,32 @@ _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?", re.ASC
 _ANNOTATIONS_LIMIT = 256 * 1024
 
 
-def _dns_label_problems(text: str) -> list[str]:
-    problems = ["must be no more than 63 characters"] if len(text) > 63 else []
-    if not _DNS_LABEL.fullmatch(text):
-        problems.append(
-            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or "
-            "'-', and must start and end with an alphanumeric character"
-        )
+def _pattern_problems(text: str, limit: int, pattern: re.Pattern, message: str) -> list[str]:
+    """The API server's two complaints about a name-like string: too long, wrong form."""
+    problems = [f"must be no more than {limit} characters"] if len(text) > limit else []
+    if not pattern.fullmatch(text):
+        problems.append(message)
     return problems
+
+
+def _dns_label_problems(text: str) -> list[str]:
+    return _pattern_problems(
+        text,
+        63,
+        _DNS_LABEL,
+        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or "
+        "'-', and must start and end with an alphanumeric character",
+    )
 
 
 def _dns_subdomain_problems(text: str) -> list[str]:
-    problems = ["must be no more than 253 characters"] if len(text) > 253 else []
-    if not _DNS_SUBDOMAIN.fullmatch(text):
-        problems.append(
-            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
-            "'-' or '.', and must start and end with an alphanumeric character"
-        )
-    return problems
+    return _pattern_problems(
+        text,
+        253,
+        _DNS_SUBDOMAIN,
+        "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
+        "'-' or '.', and must start and end with an alphanumeric character",
+    )
 
 
 def _qualified_name_problems(text: str) -> list[str]:
@@ -1678,13 +1686,13 @@ def _qualified_name_problems(text: str) -> list[str]:
 
 
 def _label_value_problems(text: str) -> list[str]:
-    problems = ["must be no more than 63 characters"] if len(text) > 63 else []
-    if not _LABEL_VALUE.fullmatch(text):
-        problems.append(
-            "a valid label must be an empty string or consist of alphanumeric characters, '-', "
-            "'_' or '.', and must start and end with an alphanumeric character"
-        )
-    return problems
+    return _pattern_problems(
+        text,
+        63,
+        _LABEL_VALUE,
+        "a valid label must be an empty string or consist of alphanumeric characters, '-', "
+        "'_' or '.', and must start and end with an alphanumeric character",
+    )
 
 
 def _check_metadata(meta: Any, namespaced: bool, path: str, report: _Report) -> None:
