@@ -182,18 +182,13 @@ def claim_object(pool: str, index: int, port: int, tenant: int, mode: str) -> di
         owner=owner,
         holder=owner_uid,
     )
-    key = f"tcp-claim-{port}"
-    if mode == "v2":
-        return served(lease, owner=(owner, owner_uid), key=key)
-    obj = served(wrap(lease, provider_config="kubernetes"), owner=(owner, owner_uid), key=key)
-    obj["metadata"]["finalizers"] = ["finalizer.managedresource.crossplane.io"]
-    obj["status"] = {
-        "atProvider": {"manifest": served(lease)},
-        "conditions": [
+    obj = stored(lease, mode, owner=(owner, owner_uid), key=f"tcp-claim-{port}")
+    if mode != "v2":
+        obj["metadata"]["finalizers"] = ["finalizer.managedresource.crossplane.io"]
+        obj["status"]["conditions"] = [
             _condition("Synced", reason="ReconcileSuccess"),
             _condition("Ready", reason="Available"),
-        ],
-    }
+        ]
     return obj
 
 
@@ -204,13 +199,21 @@ def ticket_object(pool: str, tenant: int, mode: str) -> dict:
     lease = build_ticket(
         name=ticket_name(pool, owner_uid), namespace=NS, pool=pool, owner=owner, holder=owner_uid
     )
+    return stored(lease, mode, owner=(owner, owner_uid), key="tcp-ticket")
+
+
+def stored(lease: dict, mode: str, *, owner: tuple[str, str], key: str) -> dict:
+    """A tenant's Lease as the API server returns it: itself (v2), or the provider-kubernetes
+    Object wrapping it, with the provider's copy in its status (v1.20)."""
     if mode == "v2":
-        return served(lease, owner=(owner, owner_uid), key="tcp-ticket")
-    obj = served(
-        wrap(lease, provider_config="kubernetes"), owner=(owner, owner_uid), key="tcp-ticket"
-    )
+        return served(lease, owner=owner, key=key)
+    obj = served(wrap(lease, provider_config="kubernetes"), owner=owner, key=key)
     obj["status"] = {"atProvider": {"manifest": served(lease)}}
     return obj
+
+
+def _role(obj: dict) -> str | None:
+    return (obj["metadata"].get("labels") or {}).get(labels.ROLE)
 
 
 # -- the store ---------------------------------------------------------------------------
@@ -239,7 +242,7 @@ class Store:
 
     def remove_tickets(self) -> None:
         for objects in self.objects.values():
-            for key in [k for k, o in objects.items() if "-wait-" in o["metadata"]["name"]]:
+            for key in [k for k, o in objects.items() if _role(o) == labels.TICKET_ROLE]:
                 del objects[key]
         self._index = None
 

@@ -39,18 +39,12 @@ from bench.fixtures import (
 from function.builders.object import wrap
 from function.fn import FunctionRunner
 from tests.simulator import dict_to_struct
+from tests.simulator.crossplane import V2_CAPABILITIES
 
 CLAIMS = 10_000
 TARGET_SECONDS = 1.0
 MIB = 1024 * 1024
 POOL_XR = ("platform.example.ch/v1", "XTCPGatewayPool")
-V2_CAPABILITIES = (
-    fnv1.CAPABILITY_CAPABILITIES,
-    fnv1.CAPABILITY_REQUIRED_RESOURCES,
-    fnv1.CAPABILITY_CREDENTIALS,
-    fnv1.CAPABILITY_CONDITIONS,
-    fnv1.CAPABILITY_REQUIRED_SCHEMAS,
-)
 
 
 def pool_input(mode: str) -> dict:
