@@ -530,6 +530,13 @@ def test_unknown_flavours_are_refused(crds_dir: Path) -> None:
         ("isCIDR('10.0.0.0/8') && cidr('10.0.0.0/8').containsIP('10.1.2.3')", True),
         ("ip('::1').family() == 6 && !isIP('1.2.3.4%eth0')", True),
         (r"self.matches(r'^[a-z.]+/[a-z]+$')", True),
+        # Kubernetes' duration(): Go's time.ParseDuration syntax, ordered and comparable.
+        ("duration('1h30m') == duration('90m') && duration('1.5h') == duration('5400s')", True),
+        ("duration('300ms') < duration('1s') && duration('-1s') < duration('0')", True),
+        ("duration('1h') + duration('1m') > duration('60m')", True),
+        ("duration('2h45m').getMinutes() == 165 && duration('-90s').getMinutes() == -1", True),
+        ("string(duration('1m30.5s'))", "90.5s"),
+        ("duration('1us') == duration('1000ns') && duration('1µs') == duration('1us')", True),
     ],
 )
 def test_cel_expressions(expression: str, expected: object) -> None:
@@ -546,6 +553,13 @@ def test_cel_expressions(expression: str, expected: object) -> None:
         "'a' + 1",
         "9223372036854775807 + 1",
         "self.nope || false",
+        "duration('1')",  # a number needs a unit, but for "0"
+        "duration('1d')",
+        "duration('')",
+        "duration('1h 30m')",
+        "duration('.s')",
+        "duration('3000000000h')",  # beyond CEL's range of about 10,000 years
+        "duration('1s') < 1",
     ],
 )
 def test_cel_errors(expression: str) -> None:

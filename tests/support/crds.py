@@ -184,6 +184,13 @@ class CelCompileError(Exception):
     """A CEL expression does not parse, or names a function or variable we do not provide."""
 
 
+@dataclass(frozen=True, order=True)
+class CelDuration:
+    """A CEL duration (google.protobuf.Duration), kept in nanoseconds like Go's time.Duration."""
+
+    nanos: int
+
+
 @dataclass(frozen=True)
 class CelType:
     """A CEL type as a value: what type() returns and what `int`, `string`, ... name."""
@@ -196,7 +203,7 @@ _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 _IP = (ipaddress.IPv4Address, ipaddress.IPv6Address)
 _CIDR = (ipaddress.IPv4Interface, ipaddress.IPv6Interface)
 _NUMBERS = (int, float)
-_ORDERED = (int, float, str, bytes, bool)
+_ORDERED = (int, float, str, bytes, bool, CelDuration)
 _TYPE_IDENTS = frozenset({"bool", "int", "double", "string", "bytes", "list", "map", "null_type"})
 _TYPE_NAMES = {
     bool: "bool",
@@ -208,6 +215,7 @@ _TYPE_NAMES = {
     dict: "map",
     type(None): "null_type",
     CelType: "type",
+    CelDuration: "google.protobuf.Duration",
     ipaddress.IPv4Address: "net.IP",
     ipaddress.IPv6Address: "net.IP",
     ipaddress.IPv4Interface: "net.CIDR",
@@ -266,6 +274,8 @@ def _add(a: Any, b: Any) -> Any:
             return _int_result(a + b)
         if kind in (float, str, bytes, list):
             return a + b
+        if kind is CelDuration:
+            return _duration_result(a.nanos + b.nanos)
     raise _no_overload("_+_", a, b)
 
 
@@ -273,6 +283,8 @@ def _subtract(a: Any, b: Any) -> Any:
     kind = type(a)
     if kind is type(b) and kind in _NUMBERS:
         return _int_result(a - b) if kind is int else a - b
+    if kind is type(b) is CelDuration:
+        return _duration_result(a.nanos - b.nanos)
     raise _no_overload("_-_", a, b)
 
 
@@ -311,6 +323,8 @@ def _negate(a: Any) -> Any:
         return _int_result(-a)
     if type(a) is float:
         return -a
+    if type(a) is CelDuration:
+        return _duration_result(-a.nanos)
     raise _no_overload("-_", a)
 
 
@@ -498,6 +512,10 @@ def _to_string(value: Any) -> str:
         return "true" if value else "false"
     if type(value) in _NUMBERS or isinstance(value, _IP):
         return str(value)
+    if type(value) is CelDuration:  # CEL prints seconds, as protobuf's JSON form does
+        seconds, nanos = divmod(abs(value.nanos), 1_000_000_000)
+        sign = "-" if value.nanos < 0 else ""
+        return f"{sign}{seconds}.{nanos:09d}".rstrip("0").rstrip(".") + "s"
     if type(value) is bytes:
         try:
             return value.decode("utf-8")
@@ -617,6 +635,65 @@ def _cidr_prefix_length(value: Any) -> int:
     return _want_cidr(value, "prefixLength").network.prefixlen
 
 
+# Go's time.ParseDuration, which Kubernetes' CEL duration() uses: a sign, then one or more
+# decimal numbers each with a unit, e.g. "300ms", "-1.5h", "2h45m". "0" alone needs no unit.
+_DURATION_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,  # U+00B5 micro sign
+    "μs": 1_000,  # U+03BC Greek mu
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60 * 1_000_000_000,
+    "h": 3600 * 1_000_000_000,
+}
+_DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|μs|ms|s|m|h)")
+# CEL bounds durations to about +-10,000 years (the protobuf Duration range).
+_DURATION_MAX = 315_576_000_000 * 1_000_000_000
+
+
+def _duration_result(nanos: int) -> CelDuration:
+    if -_DURATION_MAX <= nanos <= _DURATION_MAX:
+        return CelDuration(nanos)
+    raise CelError("duration out of range")
+
+
+def _parse_duration(text: Any) -> CelDuration:
+    if type(text) is CelDuration:
+        return text
+    original = _string(text, "duration")
+    sign, rest = 1, original
+    if rest[:1] in ("-", "+"):
+        sign, rest = (-1 if rest[0] == "-" else 1), rest[1:]
+    if rest == "0":
+        return CelDuration(0)
+    if not rest:
+        raise CelError(f"invalid duration {original!r}")
+    total, position = 0, 0
+    while position < len(rest):
+        match = _DURATION_PART.match(rest, position)
+        number = match.group(1) if match else ""
+        if not match or number in ("", "."):
+            raise CelError(f"invalid duration {original!r}")
+        whole, _, fraction = number.partition(".")
+        scale = _DURATION_UNITS[match.group(2)]
+        total += int(whole or "0") * scale
+        if fraction:
+            total += int(fraction) * scale // 10 ** len(fraction)
+        position = match.end()
+    return _duration_result(sign * total)
+
+
+def _duration_part(unit: int) -> Callable[[Any], int]:
+    def part(value: Any) -> int:
+        if type(value) is not CelDuration:
+            raise _no_overload("duration accessor", value)
+        whole = abs(value.nanos) // unit  # Go truncates toward zero
+        return whole if value.nanos >= 0 else -whole
+
+    return part
+
+
 @dataclass(frozen=True)
 class _Function:
     impl: Callable[..., Any]
@@ -637,6 +714,7 @@ _FUNCTIONS = {
     "ip": _Function(_ip, (1,)),
     "isCIDR": _Function(_is_cidr, (1,)),
     "cidr": _Function(_cidr, (1,)),
+    "duration": _Function(_parse_duration, (1,)),
 }
 _METHODS = {
     "size": _Function(_size, (0,)),
@@ -668,6 +746,10 @@ _METHODS = {
         (0,),
     ),
     "prefixLength": _Function(_cidr_prefix_length, (0,)),
+    "getHours": _Function(_duration_part(3600 * 1_000_000_000), (0,)),
+    "getMinutes": _Function(_duration_part(60 * 1_000_000_000), (0,)),
+    "getSeconds": _Function(_duration_part(1_000_000_000), (0,)),
+    "getMilliseconds": _Function(_duration_part(1_000_000), (0,)),
 }
 
 
