@@ -4,6 +4,11 @@ It reads every claim of the pool (one lookup), counts them per shard, returns on
 per shard, adds a shard before the pool runs out of headroom, and publishes utilisation.
 Shards holding a claim are never removed; trailing empty ones above minShards go only when
 the rest still keep the headroom, and only on a complete view.
+
+A shard's slice of ports (and so its own listener port, the slice's last) is fixed for its
+life: it is read back from the pool's record (its status, else the shard's Gateway), never
+recomputed from the current input. Input changes (`capacity`, `ports`) shape new shards
+only; a new shard whose slice would overlap an existing slice or claim is not added.
 """
 
 import re
@@ -14,7 +19,7 @@ from function import fieldpath, labels
 from function.allocation import Pool, Requirement
 from function.builders.gateway import shard_gateway
 from function.builders.object import wrap
-from function.inputs import GatewayPool
+from function.inputs import GatewayPool, parse_port_range
 from function.observed import keep, live
 from function.readiness import conditions
 from function.shards import first_address
@@ -38,6 +43,41 @@ def gateway_key(index: int) -> str:
 
 def gateway_name(spec: GatewayPool, index: int) -> str:
     return f"{spec.pool}-{index}"
+
+
+@dataclass(frozen=True)
+class Slice:
+    """A shard's ports, `start-end` inclusive; the last one is the Gateway's own listener."""
+
+    start: int
+    end: int
+
+    @property
+    def own_port(self) -> int:
+        return self.end
+
+    @property
+    def width(self) -> int:
+        return self.end - self.start + 1
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.start <= port <= self.end
+
+    def overlaps(self, other: "Slice") -> bool:
+        return self.start <= other.end and other.start <= self.end
+
+    def __str__(self) -> str:
+        return f"{self.start}-{self.end}"
+
+
+def _parse_slice(text: object) -> Slice | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        start, end = parse_port_range(text)
+    except ValueError:
+        return None
+    return Slice(start, end) if end > start else None  # its own listener and a tenant
 
 
 @dataclass
@@ -74,12 +114,17 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         result.status = previous
         return result
 
-    usage = _usage(spec, objects, result)
-    count, draining = _shard_count(spec, usage, observed, complete=bool(objects), result=result)
+    slices = _recorded_slices(spec, request, observed)
+    usage = _usage(spec, objects, slices, result)
+    count, draining = _shard_count(
+        spec, usage, observed, slices, complete=bool(objects), result=result
+    )
     shard_status = []
     for index in range(1, count + 1):
         used = usage.used(index)
-        slots = spec.shard_capacity - 1
+        ports = slices[index]
+        capacity = _capacity(spec, ports)
+        slots = capacity - 1
         name = gateway_name(spec, index)
         gateway = shard_gateway(
             name=name,
@@ -88,8 +133,8 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
             index=index,
             gateway_class=spec.gatewayClassName,
             hostname=spec.hostname_for(index),
-            ports=spec.slice(index),
-            capacity=spec.shard_capacity,
+            ports=(ports.start, ports.end),
+            capacity=capacity,
             used=used,
             accepting=used < slots and index not in draining,
             allowed_listeners=_allowed_listeners(spec),
@@ -100,14 +145,13 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         seen = observed.get(index)
         programmed = _programmed(seen, spec)
         result.resources[gateway_key(index)] = Desired(gateway, programmed)
-        start, end = spec.slice(index)
         shard_status.append(
             {
                 "index": index,
                 "gateway": name,
                 "hostname": spec.hostname_for(index),
-                "ports": f"{start}-{end}",
-                "capacity": spec.shard_capacity,
+                "ports": str(ports),
+                "capacity": capacity,
                 "used": used,
                 "free": max(0, slots - used),
                 "address": first_address(live(seen, spec.wrap is not None) or {}) or "",
@@ -119,14 +163,14 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         "shards": shard_status,
         "totals": {
             "shards": count,
-            "slots": sum(spec.shard_capacity - 1 for _ in shard_status),
+            "slots": sum(s["capacity"] - 1 for s in shard_status),
             "used": sum(s["used"] for s in shard_status),
             "free": sum(s["free"] for s in shard_status),
         },
         # Every listener is a port of the shard's LoadBalancer Service, and so a NodePort.
         "nodePorts": listeners,
     }
-    missing = sorted(i for i in usage.ports if i not in observed)
+    missing = sorted(i for i in usage.ports if i not in observed and i <= count)
     if missing and observed:
         # Claims on a shard whose Gateway is gone (deleted by hand): it comes back, and its
         # tenants keep their ports.
@@ -154,7 +198,65 @@ def _observed_shards(request: StepRequest) -> dict[int, dict]:
     return found
 
 
-def _usage(spec: GatewayPool, objects: list, result: StepResult) -> Usage:
+def _recorded_slices(spec: GatewayPool, request: StepRequest, observed: dict) -> "Slices":
+    """The slice of every shard the pool has, from its record: the pool's own status first
+    (a Gateway may be edited by hand), else the shard's Gateway as the step wrote it."""
+    recorded: dict[int, Slice] = {}
+    for index, obj in observed.items():
+        gateway = claimlib.inner_manifest(obj) if spec.wrap is not None else obj
+        annotations = fieldpath.mapping(gateway, "metadata.annotations")
+        found = _parse_slice(annotations.get(labels.PORTS))
+        if found is not None:
+            recorded[index] = found
+    previous = _previous_status(request, spec) or {}
+    for entry in previous.get("shards") or ():
+        if not isinstance(entry, dict):
+            continue
+        index = entry.get("index")
+        if isinstance(index, int | float) and not isinstance(index, bool) and index >= 1:
+            found = _parse_slice(entry.get("ports"))
+            if found is not None and index == int(index):
+                recorded[int(index)] = found
+    return Slices(spec, recorded)
+
+
+class Slices:
+    """Every shard's slice: the recorded one of an existing shard, else the n-th slice of
+    the current input's range (a new shard)."""
+
+    def __init__(self, spec: GatewayPool, recorded: dict[int, Slice]):
+        self.spec = spec
+        self.recorded = recorded
+
+    def __getitem__(self, index: int) -> Slice:
+        if index in self.recorded:
+            return self.recorded[index]
+        return Slice(*self.spec.slice(index))
+
+    def conflict(self, index: int, usage: "Usage") -> str | None:
+        """Why shard `index` cannot be added with its input slice, if it cannot."""
+        new = self[index]
+        if new.end > 65535:
+            return f"shard {index}'s slice {new} ends above port 65535"
+        for other, ports in sorted(self.recorded.items()):
+            if other != index and ports.overlaps(new):
+                return f"shard {index}'s slice {new} overlaps shard {other}'s slice {ports}"
+        for shard, taken in sorted(usage.ports.items()):
+            inside = sorted(p for p in taken if p in new)
+            if shard != index and inside:
+                return (
+                    f"shard {index}'s slice {new} holds port {inside[0]}, claimed on shard {shard}"
+                )
+        return None
+
+
+def _capacity(spec: GatewayPool, ports: Slice) -> int:
+    """Listeners a shard takes: the input's capacity, but never more than its slice holds
+    (a raised capacity cannot widen a fixed slice)."""
+    return min(spec.shard_capacity, ports.width)
+
+
+def _usage(spec: GatewayPool, objects: list, slices: "Slices", result: StepResult) -> Usage:
     usage = Usage()
     for obj in objects:
         claim = claimlib.parse(obj)
@@ -162,12 +264,12 @@ def _usage(spec: GatewayPool, objects: list, result: StepResult) -> Usage:
             name = fieldpath.text(obj, "metadata.name") or "?"
             result.results.append(Result(WARNING, f"skipped claim {name}: it names no port"))
             continue
-        if claim.shard is None or claim.shard < 1:
+        if claim.shard is None or not 1 <= claim.shard <= _max_index(spec, slices):
+            # No shard of the pool, nor one it may ever have: it never makes one.
             usage.orphans.append(claim.name)
             continue
         usage.ports.setdefault(claim.shard, set()).add(claim.port)
-        start, end = spec.slice(claim.shard)
-        if not start <= claim.port <= end:
+        if claim.port not in slices[claim.shard]:
             usage.strays.append(claim.name)
     for name in usage.orphans:
         result.results.append(
@@ -185,23 +287,41 @@ def _usage(spec: GatewayPool, objects: list, result: StepResult) -> Usage:
     return usage
 
 
+def _max_index(spec: GatewayPool, slices: "Slices") -> int:
+    """The highest shard index the pool may have: maxShards, or an existing shard above it
+    (maxShards was lowered: a shard is never dropped for that)."""
+    return max(spec.maxShards, max(slices.recorded, default=0))
+
+
 def _shard_count(
-    spec, usage: Usage, observed: dict, *, complete: bool, result
+    spec, usage: Usage, observed: dict, slices: Slices, *, complete: bool, result
 ) -> tuple[int, set[int]]:
-    slots = spec.shard_capacity - 1
-
     def free(count: int) -> int:
-        return sum(max(0, slots - usage.used(i)) for i in range(1, count + 1))
-
-    claimed = max(usage.ports, default=0)
-    count = max(spec.minShards, claimed, max(observed, default=0))
-    if claimed > spec.maxShards:
-        result.results.append(
-            Result(WARNING, f"claims name shard {claimed}, above maxShards {spec.maxShards}")
+        return sum(
+            max(0, _capacity(spec, slices[i]) - 1 - usage.used(i)) for i in range(1, count + 1)
         )
-    while free(count) < spec.headroom and count < spec.maxShards:
+
+    # A claim brings back the shard it names only with a port in that shard's slice: a
+    # claim's labels are no reason to compose a load balancer.
+    claimed = max(
+        (i for i, ports in usage.ports.items() if any(p in slices[i] for p in ports)),
+        default=0,
+    )
+    existing = max(observed, default=0)
+    count = max(existing, claimed)
+    conflict = None
+    while count < spec.maxShards and (count < spec.minShards or free(count) < spec.headroom):
+        conflict = slices.conflict(count + 1, usage)
+        if conflict:
+            break
         count += 1
-    if free(count) < spec.headroom:
+    if conflict:
+        # The input changed (capacity, ports) so that a new shard would share ports with
+        # one that exists: nothing existing moves, the pool stops growing.
+        message = f"pool {spec.pool} cannot add a shard: {conflict}; change ports or capacity"
+        result.results.append(Result(WARNING, message, "SliceConflict"))
+        result.conditions.append(Condition(CONDITION, "False", "SliceConflict", message))
+    elif free(count) < spec.headroom:
         message = f"pool {spec.pool} has {free(count)} free slots at maxShards {spec.maxShards}"
         result.results.append(Result(WARNING, message, "MaxShardsReached"))
         result.conditions.append(Condition(CONDITION, "False", "MaxShardsReached", message))
@@ -214,7 +334,8 @@ def _shard_count(
     # Removal takes two reconciles: first the shard stops accepting tenants (drains), and
     # only a shard already observed draining and still empty is removed.
     draining: set[int] = set()
-    while complete and count > max(spec.minShards, claimed) and free(count - 1) >= spec.headroom:
+    holding = max(usage.ports, default=0)  # never below a shard that carries a claim
+    while complete and count > max(spec.minShards, holding) and free(count - 1) >= spec.headroom:
         if not _drained(observed.get(count), spec):
             draining.add(count)
             break

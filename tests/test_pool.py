@@ -192,3 +192,102 @@ def test_a_claim_on_a_shard_whose_gateway_vanished_brings_it_back_and_says_so():
     assert "gateway-2" in gateways(result)
     assert result.status["missingShards"] == [2]
     assert any(r.reason == "MissingShard" for r in result.results)
+
+
+def own_port(result, key="gateway-1") -> int:
+    return gateways(result)[key]["spec"]["listeners"][0]["port"]
+
+
+def reconcile_with_status(spec_, claims, previous):
+    """The next reconcile: the Gateways as written, and the XR's status as published."""
+    xr = {**XR, "status": {"pool": previous.status}}
+    request = StepRequest(xr=xr, observed=as_observed(previous), lookups={pool.CLAIMS: claims})
+    return pool.run(spec_, request)
+
+
+def test_lowering_capacity_never_moves_a_slice_or_the_gateways_own_port():
+    wide = spec(provider="custom", capacity=20, ports="10000-10999", headroom=7, maxShards=10)
+    tenants = [claim(port, 1) for port in (10002, 10009, 10015)]
+    first = reconcile(wide, tenants)
+    assert own_port(first) == 10019
+    narrow = spec(provider="custom", capacity=10, ports="10000-10999", headroom=7, maxShards=10)
+    for previous in (first, reconcile_with_status(narrow, tenants, first)):
+        after = reconcile_with_status(narrow, tenants, previous)
+        gateway = gateways(after)["gateway-1"]
+        assert own_port(after) == 10019  # not 10009, which a tenant holds
+        assert gateway["metadata"]["annotations"][labels.PORTS] == "10000-10019"
+        # It accepts fewer tenants: capacity 10 (its own listener and nine).
+        assert gateway["metadata"]["annotations"][labels.CAPACITY] == "10"
+        assert after.status["shards"][0]["free"] == 9 - 3
+        # A new shard would take 10010-10019, inside shard 1's slice: refused, and said so.
+        assert set(gateways(after)) == {"gateway-1"}
+        [condition] = after.conditions
+        assert (condition.status, condition.reason) == ("False", "SliceConflict")
+        assert "overlaps shard 1's slice 10000-10019" in condition.message
+        assert any(r.reason == "SliceConflict" for r in after.results)
+
+
+def test_changing_ports_shapes_new_shards_only():
+    first = reconcile(spec(), claims_on(1, 5))
+    assert set(gateways(first)) == {"gateway-1"}
+    moved = spec(ports="20000-20499")
+    after = reconcile_with_status(moved, claims_on(1, 8), first)
+    shards = {g["metadata"]["name"]: g for g in gateways(after).values()}
+    assert shards["postgresql-1"]["metadata"]["annotations"][labels.PORTS] == "10000-10009"
+    assert own_port(after, "gateway-1") == 10009
+    # Shard 2 is new: its slice comes from the new range, and overlaps nothing.
+    assert shards["postgresql-2"]["metadata"]["annotations"][labels.PORTS] == "20010-20019"
+
+
+def test_a_new_slice_holding_a_claimed_port_is_refused():
+    # An adopted claim of shard 1 holds 10012, in what would be shard 2's slice.
+    claims = [*claims_on(1, 8), claim(10012, 1)]
+    result = reconcile(spec(), claims)
+    assert set(gateways(result)) == {"gateway-1"}
+    [condition] = result.conditions
+    assert condition.reason == "SliceConflict" and "10012" in condition.message
+
+
+def test_the_slice_record_survives_a_hand_edited_gateway():
+    first = reconcile(spec(), claims_on(1, 3))
+    observed = as_observed(first)
+    edited = observed["gateway-1"]["metadata"]["annotations"]
+    edited[labels.PORTS] = "1-64"
+    xr = {**XR, "status": {"pool": first.status}}
+    request = StepRequest(xr=xr, observed=observed, lookups={pool.CLAIMS: claims_on(1, 3)})
+    result = pool.run(spec(), request)
+    assert gateways(result)["gateway-1"]["metadata"]["annotations"][labels.PORTS] == "10000-10009"
+    assert own_port(result) == 10009
+
+
+def test_a_raised_capacity_never_widens_a_fixed_slice():
+    first = reconcile(spec(provider="custom", capacity=10, ports="10000-10999"), claims_on(1, 3))
+    raised = spec(provider="custom", capacity=20, ports="10000-10999")
+    after = reconcile_with_status(raised, claims_on(1, 3), first)
+    annotations = gateways(after)["gateway-1"]["metadata"]["annotations"]
+    assert (annotations[labels.PORTS], annotations[labels.CAPACITY]) == ("10000-10009", "10")
+
+
+def test_a_claim_naming_a_shard_above_max_shards_composes_nothing():
+    bogus = claim(10001, 600)  # a hostile or broken shard label
+    result = reconcile(spec(ports="10000-14999"), [claim(10000, 1), bogus])
+    assert set(gateways(result)) == {"gateway-1"}
+    assert result.status["orphanedClaims"] == ["tcp-postgresql-10001"]
+    ports = [own_port(result, key) for key in gateways(result)]
+    assert max(ports) <= 65535
+
+
+def test_a_claim_outside_every_slice_composes_nothing():
+    stray = claim(10042, 3)  # shard 3's slice is 10020-10029
+    result = reconcile(spec(), [*claims_on(1, 1), stray])
+    assert set(gateways(result)) == {"gateway-1"}
+    assert result.status["claimsOutsideSlice"] == ["tcp-postgresql-10042"]
+    assert "missingShards" not in result.status
+
+
+def test_lowering_max_shards_keeps_every_shard_that_exists():
+    full = [c for shard in (1, 2, 3) for c in claims_on(shard, 9)]
+    grown = reconcile(spec(), full)
+    assert len(gateways(grown)) == 4
+    after = reconcile_with_status(spec(maxShards=2, ports="10000-10499"), full, grown)
+    assert set(gateways(after)) == {"gateway-1", "gateway-2", "gateway-3", "gateway-4"}
