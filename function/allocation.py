@@ -23,14 +23,14 @@ claims of the first window of candidates → claims of the next window → stabl
 """
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
 
 from function import claims as claimlib
 from function import labels, legacy, tickets
 from function.fieldpath import items as fieldpath_items
 from function.fieldpath import mapping as fieldpath_mapping
-from function.names import digest
+from function.names import digest, label_value
 from function.requirement import Requirement
 from function.shards import Shard, ShardError, from_gateway
 
@@ -95,8 +95,25 @@ class Pool:
         """This XR's claims, wherever they are: the XR as Crossplane shows it may lag."""
         return self.claim_lookup(OWN_CLAIMS, **{labels.OWNER: owner})
 
-    def claims(self, index: int) -> Requirement:
-        return self.claim_lookup(claims_requirement(index), **{labels.SHARD: str(index)})
+    def claims(self, shard: Shard) -> list[Requirement]:
+        """The lookups of one shard's claims. A static shard is its Gateway, wherever it
+        stands in the list: its claims by the gateway label, and by the shard label claims
+        made before they carried one (a tenant's next reconcile labels its claim)."""
+        by_index = self.claim_lookup(
+            claims_requirement(shard.index), **{labels.SHARD: str(shard.index)}
+        )
+        if self.static_shards is None:
+            return [by_index]
+        by_name = self.claim_lookup(
+            f"tcp-claims-gateway-{shard.index}", **{labels.GATEWAY: label_value(shard.gateway)}
+        )
+        return [by_name, by_index]
+
+    def holds(self, claim: claimlib.Claim, shard: Shard) -> bool:
+        """The claim is one of the shard's tenants (its listener is behind that Gateway)."""
+        if self.static_shards is not None:
+            return claim.gateway == shard.gateway
+        return claim.shard == shard.index
 
 
 class Phase(enum.StrEnum):
@@ -146,6 +163,7 @@ class ShardView:
     tenants: set[int] = field(default_factory=set)  # ports counted against its capacity
     taken: set[int] = field(default_factory=set)  # ports in its range nobody new may claim
     holders: set[str] = field(default_factory=set)  # who holds its claims
+    seen: set[int] = field(default_factory=set)  # every claimed port its lookups showed
 
 
 def start_offset(identity: str, size: int) -> int:
@@ -153,15 +171,16 @@ def start_offset(identity: str, size: int) -> int:
     return int(digest(identity, 12), 16) % size
 
 
-def free_ports(shard: Shard, view: ShardView) -> list[int]:
+def free_ports(shard: Shard, view: ShardView, claimed: Set[int] = frozenset()) -> list[int]:
     """The ports a new tenant may claim on this shard: its lowest free ports, as many as it
     has free slots. A claim locks a port, not a slot: offering more ports than free slots
     (a range wider than the capacity) would let tenants racing from one view all get one,
-    beyond the shard's capacity."""
+    beyond the shard's capacity. `claimed`: ports any claim in view holds, whatever shard
+    it names (the claim's name locks the port pool-wide)."""
     room = shard.tenant_slots - len(view.tenants)
     if room <= 0:
         return []
-    blocked = view.taken | shard.own_ports
+    blocked = view.taken | claimed | shard.own_ports | shard.held_elsewhere
     return [port for port in shard.ports() if port not in blocked][:room]
 
 
@@ -174,16 +193,19 @@ def decide(
     adopt: Adoption | None = None,
     owner: str | None = None,
     searching: bool = False,
+    avoid: frozenset[int] = frozenset(),
 ) -> Decision:
     """Run the protocol for one XR. `lookups` maps requirement name -> list of objects;
     a missing name means Crossplane has not resolved that requirement yet. `attempt` counts
-    this XR's claims in a row that did not come back as held (lost races). `owner` is the
+    this XR's claims in a row that did not come back as held (lost races); `avoid` holds
+    ports its earlier claims failed on (a claim nobody in view holds may still exist, e.g.
+    an adopted one labelled for another shard: never try one name forever). `owner` is the
     XR's owner label value: its own claims are looked up by it. `searching`: its last
     reconcile found no slot in reach (PoolFull, Queued): it looks further this time."""
     if held is not None:
         return _sticky(pool, held, lookups)
     if owner is None:
-        return _claim_first(pool, identity, lookups, attempt, adopt, searching)
+        return _claim_first(pool, identity, lookups, attempt, adopt, searching, avoid)
     # The XR as Crossplane shows it may lag behind the lookups: a claim this XR holds that
     # it does not show is still its allocation (never a second port).
     own = pool.own_claims(owner)
@@ -193,7 +215,7 @@ def decide(
     decision = (
         _sticky(pool, mine[0], lookups)
         if mine
-        else _claim_first(pool, identity, lookups, attempt, adopt, searching)
+        else _claim_first(pool, identity, lookups, attempt, adopt, searching, avoid)
     )
     decision.requirements.insert(0, own)
     if found is None and decision.phase is not Phase.PENDING:
@@ -234,6 +256,7 @@ def _claim_first(
     attempt: int,
     adopt: Adoption | None,
     searching: bool = False,
+    avoid: frozenset[int] = frozenset(),
 ) -> Decision:
     decision = Decision(Phase.PENDING)
     old = _legacy(pool, lookups, decision, adopt)
@@ -244,7 +267,10 @@ def _claim_first(
         return decision
 
     def view(shard: Shard, shards: list[Shard]) -> ShardView | None:
-        return _shard_view(pool, shard, shards, lookups, decision, old)
+        found = _shard_view(pool, shard, shards, lookups, decision, old)
+        if found is not None:
+            found.taken |= avoid
+        return found
 
     decision.ticket = True
     return _choose(pool, identity, lookups, attempt, decision, view, True, searching)
@@ -289,6 +315,7 @@ def _choose(
         turn = start_offset(seed, roomy)
         ordered = ordered[turn:roomy] + ordered[:turn] + ordered[roomy:]
     slots: list[tuple[Shard, int]] = []
+    claimed: set[int] = set()
     waiters: list[str] | None = None
     budget = CLAIM_BUDGET - len(line or [])
     reach = windows(ordered, budget)
@@ -307,10 +334,11 @@ def _choose(
             # line past a slot another tenant was given from the first window alone.
             claimed = set().union(*(v.holders for v in views))
             waiters = [t.holder for t in line or [] if t.holder not in claimed]
+        claimed |= set().union(*(v.seen for v in views))
         slots += [
             (shard, port)
             for shard, view in zip(candidates, views, strict=True)
-            for port in free_ports(shard, view)
+            for port in free_ports(shard, view, claimed)
         ]
         if identity in waiters:
             place = waiters.index(identity)
@@ -497,20 +525,22 @@ def _shard_view(
     view = ShardView()
     resolved = True
     for other in overlapping:
-        requirement = pool.claims(other.index)
-        if requirement not in decision.requirements:
-            decision.requirements.append(requirement)
-        found = _claims(pool, lookups.get(requirement.name), decision.warnings)
-        if found is None:
-            resolved = False
-            continue
-        for claim in found:
-            if claim.holder and not claim.blocked:  # a blocked claim is no port of its own
-                view.holders.add(claim.holder)
-            if claim.shard == other.index and start <= claim.port <= end:
-                view.taken.add(claim.port)
-            if other.index == shard.index and claim.shard == shard.index:
-                view.tenants.add(claim.port)
+        for requirement in pool.claims(other):
+            if requirement not in decision.requirements:
+                decision.requirements.append(requirement)
+            found = _claims(pool, lookups.get(requirement.name), decision.warnings)
+            if found is None:
+                resolved = False
+                continue
+            for claim in found:
+                view.seen.add(claim.port)
+                if claim.holder and not claim.blocked:  # a blocked claim is no port of its own
+                    view.holders.add(claim.holder)
+                if start <= claim.port <= end:
+                    # Taken whatever its shard label says: the claim's name locks the port.
+                    view.taken.add(claim.port)
+                if pool.holds(claim, shard):
+                    view.tenants.add(claim.port)
     if not resolved or old is None:
         return None
     view.taken |= old.taken(start, end)

@@ -81,6 +81,12 @@ class StaticGateway(_Model):
     hostname: str | None = Field(default=None, description="DNS name tenants connect to.")
     ports: str = Field(description="Port range of this shard, 'start-end' inclusive.")
     capacity: int = Field(ge=2, description="Listeners this Gateway may carry, including its own.")
+    listenerPorts: list[Port] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Ports of the Gateway's own listeners (spec.listeners): never given to a "
+        "tenant. Each takes a slot of the capacity; none listed counts as one outside ports.",
+    )
 
     @field_validator("name")
     @classmethod

@@ -20,6 +20,9 @@ PORTS = f"{PREFIX}/ports"
 CAPACITY = f"{PREFIX}/capacity"
 USED = f"{PREFIX}/used"
 GATEWAY = f"{PREFIX}/gateway"
+# On a shard Gateway: ports of its slice that claims of other shards hold (an adopted port may
+# lie outside its shard's slice). The pool step writes it; tenants never claim those ports.
+HELD_ELSEWHERE = f"{PREFIX}/held-elsewhere"
 OWNER_UID = f"{PREFIX}/owner-uid"
 # On a claim whose port an older, foreign listener took before the tenant's: why. The claim
 # stays (the port stays taken, the slot counted) but is never the tenant's allocation.

@@ -22,7 +22,7 @@ from function.builders.object import wrap
 from function.inputs import GatewayPool, parse_port_range
 from function.observed import keep, live
 from function.readiness import conditions
-from function.shards import first_address
+from function.shards import first_address, format_ports
 from function.step import WARNING, Condition, Desired, Result, StepRequest, StepResult
 
 CLAIMS = "tcp-pool-claims"
@@ -84,12 +84,23 @@ def _parse_slice(text: object) -> Slice | None:
 class Usage:
     """Claims per shard, as one lookup saw them."""
 
-    ports: dict[int, set[int]] = field(default_factory=dict)
+    ports: dict[int, set[int]] = field(default_factory=dict)  # by the claims' shard label
+    held: set[int] = field(default_factory=set)  # every claimed port, whatever its label
     orphans: list[str] = field(default_factory=list)  # claims naming no usable shard
     strays: list[str] = field(default_factory=list)  # claims outside their shard's slice
 
     def used(self, index: int) -> int:
         return len(self.ports.get(index, ()))
+
+    def held_elsewhere(self, index: int, ports: "Slice") -> set[int]:
+        """Ports of shard `index`'s slice that claims of other shards (or of none) hold."""
+        return {p for p in self.held if p in ports} - self.ports.get(index, set())
+
+    def free(self, index: int, ports: "Slice", capacity: int) -> int:
+        """Tenant slots left, and never more than the slice has unclaimed ports."""
+        slots = capacity - 1 - self.used(index)
+        unclaimed = ports.width - 1 - sum(1 for p in self.held if p in ports)
+        return max(0, min(slots, unclaimed))
 
 
 def claims_requirement(spec: GatewayPool) -> Requirement:
@@ -124,7 +135,7 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         used = usage.used(index)
         ports = slices[index]
         capacity = _capacity(spec, ports)
-        slots = capacity - 1
+        free = usage.free(index, ports, capacity)
         name = gateway_name(spec, index)
         gateway = shard_gateway(
             name=name,
@@ -136,9 +147,10 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
             ports=(ports.start, ports.end),
             capacity=capacity,
             used=used,
-            accepting=used < slots and index not in draining,
+            accepting=free > 0 and index not in draining,
             allowed_listeners=_allowed_listeners(spec),
             infrastructure=_infrastructure(spec, name, spec.hostname_for(index)),
+            held_elsewhere=format_ports(usage.held_elsewhere(index, ports)),
         )
         if spec.wrap is not None:
             gateway = wrap(gateway, provider_config=_provider_config(spec, request))
@@ -153,7 +165,7 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
                 "ports": str(ports),
                 "capacity": capacity,
                 "used": used,
-                "free": max(0, slots - used),
+                "free": free,
                 "address": first_address(live(seen, spec.wrap is not None) or {}) or "",
                 "programmed": programmed,
             }
@@ -241,12 +253,10 @@ class Slices:
         for other, ports in sorted(self.recorded.items()):
             if other != index and ports.overlaps(new):
                 return f"shard {index}'s slice {new} overlaps shard {other}'s slice {ports}"
-        for shard, taken in sorted(usage.ports.items()):
-            inside = sorted(p for p in taken if p in new)
-            if shard != index and inside:
-                return (
-                    f"shard {index}'s slice {new} holds port {inside[0]}, claimed on shard {shard}"
-                )
+        if new.own_port in usage.held:
+            # Its own listener would take a tenant's port. A claimed port elsewhere in the
+            # slice only costs the shard a slot (HELD_ELSEWHERE keeps tenants off it).
+            return f"shard {index}'s own listener port {new.own_port} is claimed by a tenant"
         return None
 
 
@@ -264,6 +274,7 @@ def _usage(spec: GatewayPool, objects: list, slices: "Slices", result: StepResul
             name = fieldpath.text(obj, "metadata.name") or "?"
             result.results.append(Result(WARNING, f"skipped claim {name}: it names no port"))
             continue
+        usage.held.add(claim.port)
         if claim.shard is None or not 1 <= claim.shard <= _max_index(spec, slices):
             # No shard of the pool, nor one it may ever have: it never makes one.
             usage.orphans.append(claim.name)
@@ -298,7 +309,7 @@ def _shard_count(
 ) -> tuple[int, set[int]]:
     def free(count: int) -> int:
         return sum(
-            max(0, _capacity(spec, slices[i]) - 1 - usage.used(i)) for i in range(1, count + 1)
+            usage.free(i, slices[i], _capacity(spec, slices[i])) for i in range(1, count + 1)
         )
 
     # A claim brings back the shard it names only with a port in that shard's slice: a

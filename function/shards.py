@@ -1,5 +1,6 @@
 """Shards: Gateways of a pool, read from labels and annotations, or given statically."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from function import fieldpath, labels
@@ -16,6 +17,7 @@ class Shard:
     port_end: int
     capacity: int  # listeners behind the Gateway's IP, its own included
     own_ports: frozenset[int]  # ports of the Gateway's own spec.listeners
+    held_elsewhere: frozenset[int] = frozenset()  # slice ports claims of other shards hold
     used_hint: int | None = None
     accepting: bool | None = None
     address: str | None = None
@@ -88,10 +90,28 @@ def from_gateway(gateway: dict) -> Shard:
         port_end=end,
         capacity=capacity,
         own_ports=frozenset(_own_ports(gateway)),
+        held_elsewhere=frozenset(parse_ports(annotations.get(labels.HELD_ELSEWHERE))),
         used_hint=used_hint,
         accepting=None if accepting is None else accepting == "true",
         address=first_address(gateway),
     )
+
+
+def parse_ports(text: object) -> list[int]:
+    """Ports listed as `10012,10013`; anything else is skipped (the list only ever keeps
+    tenants off ports, so a damaged entry costs at most a retry)."""
+    if not isinstance(text, str):
+        return []
+    ports = []
+    for entry in text.split(","):
+        entry = entry.strip()
+        if entry.isdigit() and 1 <= int(entry) <= 65535:
+            ports.append(int(entry))
+    return ports
+
+
+def format_ports(ports: Iterable[int]) -> str:
+    return ",".join(str(port) for port in sorted(set(ports)))
 
 
 def _own_ports(gateway: dict) -> list[int]:
@@ -112,7 +132,9 @@ def first_address(gateway: dict) -> str | None:
 
 
 def from_static(gateways: list[StaticGateway], namespace: str) -> list[Shard]:
-    """Static shards are indexed from 1 in list order."""
+    """Static shards are indexed from 1 in list order, for the search order and new claims'
+    shard label only: a static shard is identified by its Gateway's name (the claims'
+    gateway label), so reordering the list moves nobody."""
     shards = []
     for position, gateway in enumerate(gateways, start=1):
         start, end = gateway.port_range
@@ -125,7 +147,7 @@ def from_static(gateways: list[StaticGateway], namespace: str) -> list[Shard]:
                 port_start=start,
                 port_end=end,
                 capacity=gateway.capacity,
-                own_ports=frozenset(),
+                own_ports=frozenset(gateway.listenerPorts),
             )
         )
     return shards

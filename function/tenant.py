@@ -145,6 +145,7 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
             adopt=None if held else _adoption(request, tenant, wrapped, mine.blocked),
             owner=label_value(tenant.name),
             searching=_last_phase(spec, request) in NO_SLOT,
+            avoid=frozenset(tried_ports(spec, request)[:-1]),
         )
         _moving(decision, mine.blocked)
 
@@ -190,6 +191,25 @@ def claim_attempt(spec: TCPAccess, request: StepRequest) -> int:
     if previous.get("phase") not in SEARCHING or not isinstance(tried, int | float):
         return 1
     return max(0, int(tried)) % 1000 + 1  # wraps: a long search keeps moving
+
+
+TRIED_PORTS = 8  # claim attempts the XR's status remembers
+
+
+def tried_ports(spec: TCPAccess, request: StepRequest) -> list[int]:
+    """The ports of the XR's latest claim attempts that never came back as held, oldest
+    first (status `triedPorts`). All but the last are avoided: the last may only lag."""
+    previous = fieldpath.mapping(request.xr, spec.statusPath)
+    if previous.get("phase") not in SEARCHING:
+        return []
+    tried = previous.get("triedPorts")
+    if not isinstance(tried, list):
+        return []
+    return [
+        int(port)
+        for port in tried[-TRIED_PORTS:]
+        if isinstance(port, int | float) and not isinstance(port, bool) and port == int(port)
+    ]
 
 
 NO_SLOT = ("PoolFull", "Queued")  # phases of an XR whose last search found no slot
@@ -647,6 +667,7 @@ def _not_yet(spec, request: StepRequest, tenant: Tenant, decision: Decision, res
             claim = wrap(claim, provider_config=tenant.provider_config)
         result.resources[claim_key(alloc.port)] = Desired(claim, False)
         status["claimAttempts"] = claim_attempt(spec, request)
+        status["triedPorts"] = [*tried_ports(spec, request), alloc.port][-TRIED_PORTS:]
         verb = "adopting" if decision.adopted else "claiming"
         reason = "Claiming"
         message = f"{verb} port {alloc.port} on shard {alloc.shard} ({alloc.gateway})"

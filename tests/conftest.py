@@ -21,6 +21,22 @@ def crd_validator(crds_dir: Path) -> Callable[[str, bool], Validator]:
     return Validator.for_flavour
 
 
+def pytest_sessionfinish(session):
+    """A pytest-xdist worker hands its counts to the controller, which prints them."""
+    from tests import stats
+
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["tcp_access_counts"] = dict(stats.COUNTS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    from tests import stats
+
+    stats.COUNTS.update(getattr(node, "workeroutput", {}).get("tcp_access_counts", {}))
+
+
 def pytest_terminal_summary(terminalreporter):
     """Print what the run simulated and fuzzed (tests/stats.py), e.g. "simulated reconciles:
     12345", so a shrinking budget shows in CI."""

@@ -438,3 +438,116 @@ def test_a_tenant_that_found_no_slot_in_reach_searches_the_rest_of_the_pool():
     assert decide(2, searching=False).phase is Phase.POOL_FULL
     found = [a for a in range(2, 40) if decide(a, searching=True).phase is Phase.CLAIM]
     assert found and {decide(a, True).allocation.shard for a in found} == {8}
+
+
+# -- a claim's port is taken wherever it lies ------------------------------------------------
+
+
+def test_an_adopted_claim_outside_its_shards_slice_is_never_claimed_again():
+    # An adopted claim labelled shard 1 holds 10012, in shard 2's slice; the head of the line
+    # would be handed 10012 first, on every reconcile, if only shard 2's claims counted.
+    adopted = claim(10012, shard=1, holder="uid-legacy")
+    available = {
+        "tcp-gateways-accepting": [gateway(1), gateway(2)],
+        "tcp-claims-shard-1": [adopted, *(claim(p, shard=1) for p in range(10000, 10008))],
+        "tcp-claims-shard-2": [claim(10010, shard=2), claim(10011, shard=2)],
+        "tcp-tickets": [ticket("uid-head", "2024-01-01T00:00:00Z")],
+    }
+    decision, _ = run_loop(POOL, "uid-head", None, available)
+    assert decision.phase is Phase.CLAIM
+    assert decision.allocation.port not in (10010, 10011, 10012)
+
+
+def test_ports_the_pool_step_saw_held_elsewhere_are_never_offered():
+    shard2 = gateway(2)
+    shard2["metadata"]["annotations"][labels.HELD_ELSEWHERE] = "10010,10011"
+    available = {
+        "tcp-gateways-accepting": [shard2],
+        "tcp-claims-shard-2": [],
+        "tcp-tickets": [ticket("uid-head", "2024-01-01T00:00:00Z")],
+    }
+    decision, _ = run_loop(POOL, "uid-head", None, available)
+    assert decision.allocation.port == 10012  # the lowest port nobody holds
+
+
+def test_ports_an_earlier_claim_failed_on_are_avoided():
+    available = {
+        "tcp-gateways-accepting": [gateway(1)],
+        "tcp-claims-shard-1": [],
+        "tcp-tickets": [ticket("uid-head", "2024-01-01T00:00:00Z")],
+    }
+    first, _ = run_loop(POOL, "uid-head", None, available)
+    lookups = resolve(first, available)
+    again = allocation.decide(
+        POOL, "uid-head", None, lookups, attempt=2, avoid=frozenset({first.allocation.port})
+    )
+    assert again.phase is Phase.CLAIM
+    assert again.allocation.port != first.allocation.port
+
+
+# -- static shards are their Gateways, wherever they stand in the list -----------------------
+
+
+def decide_on(pool, identity, cluster):
+    """Run the requirement loop against `cluster`, selecting as Crossplane does."""
+    available = {}
+    lookups: dict = {}
+    decision = None
+    for _ in range(6):
+        decision = allocation.decide(pool, identity, None, lookups)
+        available = {r.name: [o for o in cluster if r.matches(o)] for r in decision.requirements}
+        if available.keys() == lookups.keys():
+            return decision
+        lookups = available
+    raise AssertionError("requirements did not stabilise within Crossplane's limit")
+
+
+def static_claim(port: int, position: int, gateway_name: str, *, labelled: bool = True) -> dict:
+    lease = claim(port, shard=position)
+    lease["metadata"]["annotations"][labels.GATEWAY] = gateway_name
+    if labelled:
+        lease["metadata"]["labels"][labels.GATEWAY] = gateway_name
+    else:  # made before claims carried the gateway label
+        del lease["metadata"]["labels"][labels.GATEWAY]
+    return lease
+
+
+A = StaticGateway(name="postgresql-a", ports="10000-10009", capacity=5)
+B = StaticGateway(name="postgresql-b", ports="10010-10019", capacity=5)
+
+
+def static_pool(*gateways: StaticGateway) -> Pool:
+    return Pool(
+        name="postgresql",
+        namespace=NS,
+        wrapped=False,
+        static_shards=shards.from_static(list(gateways), NS),
+    )
+
+
+def test_reordering_static_gateways_never_fills_a_full_gateway():
+    # B is full (its own listener and four tenants), claimed while B was the list's second.
+    full_b = [static_claim(p, 2, "postgresql-b") for p in (10014, 10015, 10016, 10017)]
+    for order in ((A, B), (B, A)):
+        decision = decide_on(static_pool(*order), "uid-new", full_b)
+        assert decision.phase is Phase.CLAIM
+        assert decision.allocation.gateway == "postgresql-a"
+
+
+def test_claims_made_before_the_gateway_label_still_count_until_relabelled():
+    full_b = [
+        static_claim(p, 2, "postgresql-b", labelled=False) for p in (10014, 10015, 10016, 10017)
+    ]
+    decision = decide_on(static_pool(B, A), "uid-new", [])
+    assert decision.allocation.gateway == "postgresql-b"  # B is empty, and first
+    decision = decide_on(static_pool(A, B), "uid-new", full_b)
+    assert decision.allocation.gateway == "postgresql-a"
+
+
+def test_a_static_gateways_own_listener_port_is_never_handed_out():
+    gateway_ = StaticGateway(
+        name="postgresql-a", ports="10000-10002", capacity=3, listenerPorts=[10000]
+    )
+    pool = static_pool(gateway_)
+    ports = {decide_on(pool, f"uid-{n}", []).allocation.port for n in range(40)}
+    assert ports == {10001, 10002}

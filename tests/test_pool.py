@@ -239,13 +239,24 @@ def test_changing_ports_shapes_new_shards_only():
     assert shards["postgresql-2"]["metadata"]["annotations"][labels.PORTS] == "20010-20019"
 
 
-def test_a_new_slice_holding_a_claimed_port_is_refused():
-    # An adopted claim of shard 1 holds 10012, in what would be shard 2's slice.
-    claims = [*claims_on(1, 8), claim(10012, 1)]
+def test_a_new_shard_whose_own_listener_port_is_claimed_is_refused():
+    # An adopted claim of shard 1 holds 10019, the port shard 2's Gateway would listen on.
+    claims = [*claims_on(1, 8), claim(10019, 1)]
     result = reconcile(spec(), claims)
     assert set(gateways(result)) == {"gateway-1"}
     [condition] = result.conditions
-    assert condition.reason == "SliceConflict" and "10012" in condition.message
+    assert condition.reason == "SliceConflict" and "10019" in condition.message
+
+
+def test_a_port_claimed_on_another_shard_is_marked_held_elsewhere_and_costs_a_slot():
+    # An adopted claim of shard 1 holds 10012, in shard 2's slice.
+    claims = [*claims_on(1, 8), claim(10012, 1)]
+    result = reconcile(spec(), claims)
+    shard2 = gateways(result)["gateway-2"]
+    assert shard2["metadata"]["annotations"][labels.HELD_ELSEWHERE] == "10012"
+    assert labels.HELD_ELSEWHERE not in gateways(result)["gateway-1"]["metadata"]["annotations"]
+    assert result.status["shards"][1]["free"] == 8  # nine slots, one port of them held
+    assert result.status["claimsOutsideSlice"] == ["tcp-postgresql-10012"]
 
 
 def test_the_slice_record_survives_a_hand_edited_gateway():

@@ -74,7 +74,8 @@ def test_new_tenant_emits_only_its_claim_and_its_ticket():
     assert desired.resource["spec"]["holderIdentity"] == "uid-pg-abc12"
     assert desired.ready is False
     assert (condition(result).status, condition(result).reason) == ("False", "Claiming")
-    assert result.status == {"phase": "Claiming", "claimAttempts": 1}
+    port = int(desired.resource["metadata"]["labels"][labels.PORT])
+    assert result.status == {"phase": "Claiming", "claimAttempts": 1, "triedPorts": [port]}
     assert result.connection == {}
     ticket = result.resources["tcp-ticket"].resource
     assert ticket["kind"] == "Lease" and ticket["metadata"]["namespace"] == NS
@@ -360,3 +361,19 @@ def test_a_blocked_claim_is_kept_but_never_used_nor_released():
     assert listener["port"] == port and moved.status["port"] == port
     assert condition(moved).reason == "Programming"
     assert not any("held by someone else" in r.message for r in moved.results)
+
+
+def test_a_claim_that_keeps_failing_is_not_tried_on_the_same_port_forever():
+    # Every claim this XR composes fails to apply (a claim of that name exists, out of view):
+    # the XR remembers its attempts in its status and moves on after a second try.
+    xr = XR
+    tried = []
+    for _ in range(6):
+        result = step(spec(), available=pool(gateway(1)), xr=xr)
+        assert condition(result).reason == "Claiming"
+        [key] = [k for k in result.resources if k.startswith("tcp-claim-")]
+        tried.append(int(key.removeprefix("tcp-claim-")))
+        xr = {**XR, "status": {"tcpAccess": result.status}}
+    assert max(tried.count(port) for port in tried) <= 2
+    assert len(set(tried)) >= 3
+    assert result.status["triedPorts"] == tried[-tenant.TRIED_PORTS :]

@@ -18,6 +18,7 @@ CROSSPLANE_FILES = (
     "crossplane/v2.3.4-apiextensions.crossplane.io_compositions.yaml",
     "crossplane/v2.3.4-pkg.crossplane.io_functions.yaml",
     "crossplane/v2.3.4-meta.pkg.crossplane.io_functions.yaml",
+    "crossplane/v2.3.4-pkg.crossplane.io_deploymentruntimeconfigs.yaml",
 )
 COMBINATIONS = [
     pytest.param(flavour, placement, mode, wrap, id=f"{flavour}-{placement}-{mode}-{label}")

@@ -18,6 +18,7 @@ def shard_gateway(
     accepting: bool,
     allowed_listeners: dict,
     infrastructure: dict,
+    held_elsewhere: str = "",
 ) -> dict:
     start, end = ports
     gateway_labels = {
@@ -31,6 +32,8 @@ def shard_gateway(
         labels.CAPACITY: str(capacity),
         labels.USED: str(used),
     }
+    if held_elsewhere:
+        annotations[labels.HELD_ELSEWHERE] = held_elsewhere
     spec: dict = {
         "gatewayClassName": gateway_class,
         # A Gateway needs one listener of its own. It takes the slice's last port, which is

@@ -25,6 +25,8 @@ def claim(
         labels.PORT: str(port),
         labels.OWNER: label_value(owner),
         labels.ROLE: labels.CLAIM_ROLE,
+        # Static shards are found by their Gateway's name, not their position in a list.
+        labels.GATEWAY: label_value(gateway),
     }
     annotations = {labels.GATEWAY: gateway, labels.OWNER_UID: holder}
     if hostname:
