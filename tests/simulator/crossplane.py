@@ -281,6 +281,15 @@ class Crossplane:
 
     # -- lifecycle ------------------------------------------------------------------
 
+    def edit_input(self, step_name: str, new_input: Mapping[str, Any]) -> None:
+        """The platform team edits a step's input in the Composition."""
+        for position, step in enumerate(self.pipeline):
+            if step.name == step_name:
+                self.pipeline[position] = Step(step.name, step.runner, new_input)
+                self._inputs[position] = dict_to_struct(new_input)
+                return
+        raise KeyError(step_name)
+
     def close(self) -> None:
         """Close the transports this engine created for raw runners."""
         for t in self._owned:
