@@ -3,6 +3,7 @@
 The CRDs in package/input/ are generated from these models (`python -m function.crd`).
 """
 
+import fnmatch
 import re
 from typing import Annotated, Literal
 
@@ -228,6 +229,9 @@ class DataPlane(_Model):
         return value if value is None else _dns_label(value, "namespace")
 
 
+PROVIDER_CONFIG_PATTERN = re.compile(r"^[a-z0-9*]([-a-z0-9.*]{0,251}[a-z0-9*])?$")
+
+
 class Wrap(_Model):
     """Wrap every object in a provider-kubernetes Object (required on Crossplane v1.x)."""
 
@@ -236,8 +240,45 @@ class Wrap(_Model):
     )
     providerConfigFromLabel: str | None = Field(
         default=None,
-        description="An XR label whose value, when set, overrides providerConfigName.",
+        description="An XR label whose value, when set and allowed by "
+        "allowedProviderConfigs, overrides providerConfigName. Tenants control their XR's "
+        "labels (Crossplane v1.x copies claim labels to the XR): without "
+        "allowedProviderConfigs the label is ignored.",
     )
+    allowedProviderConfigs: list[str] | None = Field(
+        default=None,
+        max_length=64,
+        description="The ProviderConfigs providerConfigFromLabel may choose: names, with * "
+        "matching any run of characters (e.g. kubernetes-*). A value outside the list is "
+        "ignored with a Warning, and providerConfigName is used.",
+    )
+
+    @field_validator("allowedProviderConfigs")
+    @classmethod
+    def _patterns(cls, value: list[str] | None) -> list[str] | None:
+        for pattern in value or ():
+            if not PROVIDER_CONFIG_PATTERN.match(pattern):
+                raise ValueError(f"{pattern!r} is not a ProviderConfig name (with * wildcards)")
+        return value
+
+    def provider_config(self, xr_labels: dict) -> tuple[str, str | None]:
+        """The ProviderConfig for this XR, and a Warning when its label was not followed."""
+        label = self.providerConfigFromLabel
+        value = xr_labels.get(label) if label else None
+        if not isinstance(value, str) or not value or value == self.providerConfigName:
+            return self.providerConfigName, None
+        if self.allowedProviderConfigs is None:
+            return self.providerConfigName, (
+                f"wrap.providerConfigFromLabel: the XR's label {label}={value!r} is ignored; "
+                "list the ProviderConfigs it may name in wrap.allowedProviderConfigs to allow it"
+            )
+        if any(fnmatch.fnmatchcase(value, p) for p in self.allowedProviderConfigs):
+            return value, None
+        return self.providerConfigName, (
+            f"wrap.providerConfigFromLabel: the XR's label {label}={value!r} names a "
+            f"ProviderConfig outside wrap.allowedProviderConfigs; using "
+            f"{self.providerConfigName!r}"
+        )
 
 
 class TCPAccess(_Model):

@@ -127,6 +127,12 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
 
     slices = _recorded_slices(spec, request, observed)
     usage = _usage(spec, objects, slices, result)
+    provider_config, warning = None, None
+    if spec.wrap is not None:  # the pool XR's labels: the same rule as the tenants'
+        labels_ = fieldpath.mapping(request.xr, "metadata.labels")
+        provider_config, warning = spec.wrap.provider_config(labels_)
+    if warning:
+        result.results.append(Result(WARNING, warning))
     count, draining = _shard_count(
         spec, usage, observed, slices, complete=bool(objects), result=result
     )
@@ -153,7 +159,7 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
             held_elsewhere=format_ports(usage.held_elsewhere(index, ports)),
         )
         if spec.wrap is not None:
-            gateway = wrap(gateway, provider_config=_provider_config(spec, request))
+            gateway = wrap(gateway, provider_config=provider_config)
         seen = observed.get(index)
         programmed = _programmed(seen, spec)
         result.resources[gateway_key(index)] = Desired(gateway, programmed)
@@ -396,17 +402,6 @@ def _infrastructure_error(spec: GatewayPool) -> str | None:
             "annotation; a Gateway allows at most 16"
         )
     return None
-
-
-def _provider_config(spec: GatewayPool, request: StepRequest) -> str:
-    name = spec.wrap.providerConfigName
-    if spec.wrap.providerConfigFromLabel:
-        value = fieldpath.mapping(request.xr, "metadata.labels").get(
-            spec.wrap.providerConfigFromLabel
-        )
-        if isinstance(value, str) and value:
-            name = value
-    return name
 
 
 def _previous_status(request: StepRequest, spec: GatewayPool) -> dict | None:

@@ -73,6 +73,7 @@ class Tenant:
     backend: Backend
     objects: dict[str, Named]  # role -> where
     namespace: str | None = None  # set for a Crossplane v2 Namespaced XR
+    warnings: tuple[str, ...] = ()  # about input the XR's own fields made us ignore
 
     def listener_set(self, port: int) -> Named:
         """A Namespaced XR's listener set carries its port: a new port is a new object, so
@@ -150,7 +151,7 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
         _moving(decision, mine.blocked)
 
     result = StepResult(status_path=spec.statusPath, requirements=decision.requirements)
-    result.results.extend(Result(WARNING, w) for w in decision.warnings)
+    result.results.extend(Result(WARNING, w) for w in (*tenant.warnings, *decision.warnings))
     # Rule 6 and its corollaries: whatever the XR has of ours is returned unchanged unless
     # we deliberately build it anew below.
     for key, obj in request.observed.items():
@@ -263,13 +264,11 @@ def _tenant(spec: TCPAccess, request: StepRequest) -> Tenant:
         for key, value in spec.backend.podSelector.items()
     }
 
-    provider_config = None
+    provider_config, warnings = None, []
     if spec.wrap is not None:
-        provider_config = spec.wrap.providerConfigName
-        if spec.wrap.providerConfigFromLabel:
-            value = fieldpath.mapping(metadata, "labels").get(spec.wrap.providerConfigFromLabel)
-            if isinstance(value, str) and value:
-                provider_config = value
+        # The XR's labels are the tenant's: the platform's list decides (inputs.Wrap).
+        provider_config, warning = spec.wrap.provider_config(fieldpath.mapping(metadata, "labels"))
+        warnings += [warning] if warning else []
     objects = {role: _named(spec, role, sources) for role in ROLES}
     _check_distinct(objects, wrapped=spec.wrap is not None)
     xr_namespace = metadata.get("namespace")
@@ -284,6 +283,7 @@ def _tenant(spec: TCPAccess, request: StepRequest) -> Tenant:
         Backend(namespace, service, selector),
         objects,
         xr_namespace,
+        tuple(warnings),
     )
 
 

@@ -302,3 +302,17 @@ def test_lowering_max_shards_keeps_every_shard_that_exists():
     assert len(gateways(grown)) == 4
     after = reconcile_with_status(spec(maxShards=2, ports="10000-10499"), full, grown)
     assert set(gateways(after)) == {"gateway-1", "gateway-2", "gateway-3", "gateway-4"}
+
+
+@pytest.mark.parametrize(
+    ("allowed", "expected"), [(None, "kubernetes"), (["kubernetes-*"], "kubernetes-zrh")]
+)
+def test_the_pool_follows_its_provider_config_label_only_inside_the_allowlist(allowed, expected):
+    wrap = {"providerConfigName": "kubernetes", "providerConfigFromLabel": "pc"}
+    if allowed:
+        wrap["allowedProviderConfigs"] = allowed
+    xr = {**XR, "metadata": {**XR["metadata"], "labels": {"pc": "kubernetes-zrh"}}}
+    request = StepRequest(xr=xr, observed={}, lookups={pool.CLAIMS: []})
+    result = pool.run(spec(wrap=wrap), request)
+    assert gateways(result)["gateway-1"]["spec"]["providerConfigRef"]["name"] == expected
+    assert any("allowedProviderConfigs" in r.message for r in result.results) == (not allowed)

@@ -191,7 +191,11 @@ def test_network_policy_admits_only_the_data_plane_on_the_pod_port():
 
 
 def test_wrap_puts_every_object_in_a_provider_kubernetes_object():
-    wrap = {"providerConfigName": "kubernetes", "providerConfigFromLabel": "pc"}
+    wrap = {
+        "providerConfigName": "kubernetes",
+        "providerConfigFromLabel": "pc",
+        "allowedProviderConfigs": ["kubernetes-*"],
+    }
     observed = {"tcp-claim-10003": held(wrapped=True)}
     result = step(spec(wrap=wrap), observed=observed, available=pool(gateway(1)))
     for key, desired in result.resources.items():
@@ -377,3 +381,46 @@ def test_a_claim_that_keeps_failing_is_not_tried_on_the_same_port_forever():
     assert max(tried.count(port) for port in tried) <= 2
     assert len(set(tried)) >= 3
     assert result.status["triedPorts"] == tried[-tenant.TRIED_PORTS :]
+
+
+PROVIDER_CONFIG_LABEL = "appcat.vshn.io/provider-config"
+
+
+def wrapped_with(xr_label: str, **wrap_changes):
+    """A wrapped tenant whose XR carries the ProviderConfig label (a claim label, copied to
+    the XR by Crossplane v1.x: the tenant sets it)."""
+    wrap = {"providerConfigName": "kubernetes", "providerConfigFromLabel": PROVIDER_CONFIG_LABEL}
+    xr = {**XR, "metadata": {**XR["metadata"], "labels": {PROVIDER_CONFIG_LABEL: xr_label}}}
+    observed = {"tcp-claim-10003": held(wrapped=True)}
+    result = step(
+        spec(wrap={**wrap, **wrap_changes}), observed=observed, available=pool(gateway(1)), xr=xr
+    )
+    configs = {d.resource["spec"]["providerConfigRef"]["name"] for d in result.resources.values()}
+    return configs, [r.message for r in result.results if r.severity == WARNING]
+
+
+def test_a_tenants_provider_config_label_is_ignored_without_an_allowlist():
+    configs, warnings = wrapped_with("cluster-admin-of-another-cluster")
+    assert configs == {"kubernetes"}
+    assert any("wrap.allowedProviderConfigs" in w and "ignored" in w for w in warnings)
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [
+        ("kubernetes-2", "kubernetes-2"),
+        ("kubernetes-zrh", "kubernetes-zrh"),
+        ("cluster-admin", "kubernetes"),
+        ("kubernetes", "kubernetes"),
+        ("kubernetes-2.evil", "kubernetes-2.evil"),  # * matches any run: list names tightly
+    ],
+)
+def test_a_provider_config_label_is_followed_only_inside_the_allowlist(label, expected):
+    configs, warnings = wrapped_with(label, allowedProviderConfigs=["kubernetes-*"])
+    assert configs == {expected}
+    assert bool(warnings) == (expected != label)
+
+
+def test_allowed_provider_configs_are_names_with_wildcards():
+    with pytest.raises(ValueError, match="allowedProviderConfigs"):
+        spec(wrap={"allowedProviderConfigs": ["Kube Config"]})
