@@ -194,7 +194,13 @@ def test_no_accepting_label_falls_back_to_all_gateways_of_the_pool():
     assert decision.phase is Phase.CLAIM
     assert decision.allocation.shard == 1
     names = [r.name for r in decision.requirements]
-    assert names == ["tcp-gateways-accepting", "tcp-gateways", "tcp-tickets", "tcp-claims-shard-1"]
+    assert names == [
+        "tcp-gateways-accepting",
+        "tcp-gateways",
+        "tcp-tickets",
+        "tcp-claims-shard-1",
+        "tcp-placed-shard-1",
+    ]
 
 
 def test_no_shards():

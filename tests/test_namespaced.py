@@ -2,9 +2,13 @@
 and the Gateway API rule that the oldest listener on a port wins (the weaker guarantee)."""
 
 import base64
+import random
 
-from function import allocation
-from tests.world import XR_API, XR_KIND, World
+from function import allocation, labels
+from function.fn import FunctionRunner
+from tests.factories import NS
+from tests.simulator import Crossplane, Step
+from tests.world import XR_API, XR_KIND, World, tenant_input
 
 NAMESPACED = {
     "backend": {
@@ -88,6 +92,117 @@ def test_a_namespaced_xr_must_keep_its_backend_in_its_namespace():
     plan = world.sim.compute(ref)
     [fatal] = [r for r in plan.results if r.severity == "Fatal" or "FATAL" in str(r.severity)]
     assert "backend.namespace" in fatal.message
+
+
+def test_an_edited_listener_set_is_put_back_and_the_established_tenant_stays():
+    world = NamespacedWorld(seed=3)
+    world.add_shard(1, capacity=10, ports="10000-10009", own_port=10009)
+    for name in ("mallory", "victim"):
+        world.create_tenant(name)
+        world.settle(3, [name])
+    mallory, victim = world.port("mallory"), world.port("victim")
+    assert world.condition("victim") == ("True", "Ready")
+    # The tenant edits its own, older listener set onto the victim's port, and binds a
+    # route of its own to it: the Gateway gives the port to the older listener.
+    [stolen] = world.listener_sets("mallory")
+    stolen["spec"]["listeners"][0]["port"] = victim
+    world.cluster.update(stolen)
+    world.cluster.create(
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "TCPRoute",
+            "metadata": {"name": "steal", "namespace": "team-mallory"},
+            "spec": {
+                "parentRefs": [
+                    {
+                        "group": "gateway.networking.k8s.io",
+                        "kind": "ListenerSet",
+                        "name": stolen["metadata"]["name"],
+                        "sectionName": "postgresql",
+                    }
+                ],
+                "rules": [{"backendRefs": [{"name": "fake-postgres", "port": 5432}]}],
+            },
+        }
+    )
+    world.controllers()
+    assert world.traffic()[(NS, "postgresql-1", victim)][0] == "team-mallory"
+    world.settle(4)
+    assert world.ports() == {"mallory": mallory, "victim": victim}  # nobody moved
+    assert world.condition("victim") == ("True", "Ready")
+    assert world.traffic()[(NS, "postgresql-1", victim)] == ("team-victim", "postgresql-rw", 5432)
+    assert [ls["spec"]["listeners"][0]["port"] for ls in world.listener_sets("mallory")] == [
+        mallory
+    ]
+    world.check()
+
+
+def test_an_inert_labelled_listener_set_does_not_fill_the_pool():
+    world = NamespacedWorld(seed=4)
+    world.add_shard(1, capacity=10, ports="10000-10009", own_port=10009)
+    world.cluster.ensure_namespace("team-mallory", {})
+    # Labelled for the shard, every port, but its parent is a Gateway of that name in the
+    # tenant's own namespace: no shard Gateway carries it.
+    world.cluster.create(
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "ListenerSet",
+            "metadata": {
+                "name": "decoy",
+                "namespace": "team-mallory",
+                "labels": {labels.POOL: "postgresql", labels.SHARD: "1"},
+            },
+            "spec": {
+                "parentRef": {"name": "postgresql-1", "namespace": "team-mallory"},
+                "listeners": [
+                    {"name": f"l{p}", "port": p, "protocol": "TCP"} for p in range(10000, 10009)
+                ],
+            },
+        }
+    )
+    world.controllers()
+    world.create_tenant("newcomer")
+    world.settle(4, ["newcomer"])
+    assert world.condition("newcomer") == ("True", "Ready")
+    port = world.port("newcomer")
+    assert world.traffic() == {(NS, "postgresql-1", port): ("team-newcomer", "postgresql-rw", 5432)}
+
+
+def test_a_cluster_scoped_tenant_never_claims_a_port_a_namespaced_tenant_listens_on():
+    world = NamespacedWorld(seed=5)
+    world.add_shard(1, capacity=3, ports="10000-10002", own_port=10002)  # two tenant slots
+    for name in ("a", "b"):
+        world.create_tenant(name)
+    world.settle(4)
+    namespaced = {world.port("a"), world.port("b")}
+    assert None not in namespaced and len(namespaced) == 2
+    # A cluster-scoped XR of another kind and composition shares the pool: it has claims.
+    cluster = Crossplane(
+        world.cluster,
+        mode="v2",
+        pipeline=[Step("tcp-access", FunctionRunner(), tenant_input(wrap=False))],
+        rng=random.Random(5),
+    )
+    world.cluster.ensure_namespace("vshn-postgresql-c", {})
+    ref = cluster.create_xr(XR_API, "XVSHNRedis", "c", spec={"parameters": {}})
+
+    def rounds(count: int):
+        for _ in range(count):
+            cluster.reconcile(ref)
+            world.round()
+
+    rounds(3)
+    assert {int(c["metadata"]["labels"][labels.PORT]) for c in world.claims()} == set()
+    conditions = cluster.get_xr(ref)["status"]["conditions"]
+    assert ("TCPAccessReady", "PoolFull") in {(c["type"], c["reason"]) for c in conditions}
+    world.add_shard(2, capacity=3, ports="10003-10005", own_port=10005)
+    rounds(3)
+    [held] = world.claims()
+    assert int(held["metadata"]["labels"][labels.SHARD]) == 2
+    assert cluster.get_xr(ref)["status"]["tcpAccess"]["phase"] == "Ready"
+    assert {world.port("a"), world.port("b")} == namespaced
+    world.check()
+    cluster.close()
 
 
 def _two_alike(world: NamespacedWorld) -> tuple[str, str]:
