@@ -3,7 +3,7 @@
 from function import allocation, claims, labels, shards
 from function.allocation import Phase, Pool
 from function.inputs import StaticGateway
-from tests.factories import NS, claim, gateway, ticket
+from tests.factories import NS, claim, gateway, tenant_listener_set, ticket
 
 POOL = Pool(name="postgresql", namespace=NS, wrapped=False)
 
@@ -444,3 +444,23 @@ def test_a_tenant_that_found_no_slot_in_reach_searches_the_rest_of_the_pool():
     assert decide(2, searching=False).phase is Phase.POOL_FULL
     found = [a for a in range(2, 40) if decide(a, searching=True).phase is Phase.CLAIM]
     assert found and {decide(a, True).allocation.shard for a in found} == {8}
+
+
+def test_claim_views_take_the_ports_namespaced_tenants_listen_on_and_nothing_else():
+    # Shard 1: three tenant slots (10000-10002, its own listener 10003). A Namespaced
+    # tenant listens on 10000; a listener set its Gateway refused, and a decoy naming a
+    # Gateway of that name in its own namespace, carry no traffic.
+    available = {
+        "tcp-gateways-accepting": [gateway(1, capacity=4)],
+        "tcp-placed-shard-1": [
+            tenant_listener_set(10000, 1, namespace="team-a", accepted=True),
+            tenant_listener_set(10001, 1, namespace="team-b", accepted=False),
+            tenant_listener_set(10002, 1, namespace="team-m", parent={"namespace": "team-m"}),
+        ],
+    }
+    chosen = set()
+    for identity in (f"uid-{i}" for i in range(30)):
+        decision, _ = run_loop(POOL, identity, None, available)
+        assert decision.phase is Phase.CLAIM
+        chosen.add(decision.allocation.port)
+    assert chosen == {10001, 10002}

@@ -205,6 +205,78 @@ def test_a_cluster_scoped_tenant_never_claims_a_port_a_namespaced_tenant_listens
     cluster.close()
 
 
+def test_a_damaged_port_record_is_a_warning_naming_the_field():
+    world = NamespacedWorld()
+    world.add_shard(1)
+    world.create_tenant("a")
+    world.settle(3)
+    port = world.port("a")
+    ref = world.tenants["a"]
+    xr = world.xr("a")
+    status = {**xr["status"], "tcpAccess": {**xr["status"]["tcpAccess"], "listenerPort": "x"}}
+    world.cluster.update_status(ref.api_version, ref.kind, ref.name, ref.namespace, status)
+    [plan] = world.reconcile(["a"])
+    assert any("status.tcpAccess.listenerPort" in r.message for r in plan.results)
+    world.controllers()
+    assert world.port("a") == port and world.condition("a") == ("True", "Ready")
+    assert world.status("a")["listenerPort"] == port  # written anew
+
+
+def test_the_pool_step_grows_a_pool_of_namespaced_tenants_and_keeps_their_shards():
+    world = NamespacedWorld(seed=6)
+    pool_input = {
+        "apiVersion": "tcp.fn.servala.io/v1alpha1",
+        "kind": "GatewayPool",
+        "pool": "postgresql",
+        "namespace": NS,
+        "gatewayClassName": "envoy-gateway",
+        "provider": "exoscale",
+        "ports": "10000-10999",
+        "hostname": "db{index}.example.ch",
+        "headroom": 3,
+    }
+    pool = Crossplane(
+        world.cluster,
+        mode="v2",
+        pipeline=[Step("pool", FunctionRunner(), pool_input)],
+        rng=random.Random(99),
+    )
+    pool_xr = pool.create_xr("tcp.example.org/v1", "XGatewayPool", "postgresql")
+
+    def shards() -> set[str]:
+        found = world.cluster.list("gateway.networking.k8s.io/v1", "Gateway", NS)
+        return {g["metadata"]["name"] for g in found}
+
+    def reconcile_pool():
+        plan = pool.reconcile(pool_xr)
+        assert not plan.fatal, plan.results
+        world.controllers()
+
+    reconcile_pool()
+    names = [f"n{i:02d}" for i in range(12)]  # nine tenant slots per shard
+    for name in names:
+        world.create_tenant(name)
+    for _ in range(8):
+        world.round([n for n in names if world.port(n) is None])
+        reconcile_pool()
+    ports = world.ports()
+    assert None not in ports.values(), ports
+    assert shards() == {"postgresql-1", "postgresql-2"}
+    pool_status = pool.get_xr(pool_xr)["status"]["pool"]
+    assert pool_status["totals"]["used"] == 12
+    # Tenants leave shard 1: shard 2 still carries listeners, so it stays.
+    for name in [n for n in names if world.status(n)["shard"] == 1][:6]:
+        world.delete_tenant(name)
+    for _ in range(3):
+        reconcile_pool()
+        world.round()
+    assert "postgresql-2" in shards()
+    for name in world.tenants:
+        assert world.port(name) == ports[name] and world.condition(name) == ("True", "Ready")
+    world.check()
+    pool.close()
+
+
 def _two_alike(world: NamespacedWorld) -> tuple[str, str]:
     """Two tenants whose offsets into the shard's nine free ports are the same."""
     by_offset: dict[int, str] = {}
