@@ -26,7 +26,12 @@ class TenantListeners:
 
     def on(self, gateway_namespace: str, gateway: str) -> bool:
         """Whether it attaches to this Gateway (refused or not)."""
-        return self.parent == (GATEWAY_GROUP, "Gateway", gateway_namespace, gateway)
+        return self.parent == gateway_parent(gateway_namespace, gateway)
+
+
+def gateway_parent(namespace: str, name: str) -> tuple[str, str, str, str]:
+    """A `parentRef` to this Gateway, as `TenantListeners.parent` reads one."""
+    return (GATEWAY_GROUP, "Gateway", namespace, name)
 
 
 def parse(obj: object) -> TenantListeners | None:
@@ -45,8 +50,8 @@ def parse(obj: object) -> TenantListeners | None:
     ports = set()
     for listener in fieldpath.items(obj, "spec.listeners"):
         port = listener.get("port") if isinstance(listener, dict) else None
-        whole = isinstance(port, int | float) and not isinstance(port, bool) and port == int(port)
-        if whole and 1 <= port <= 65535:
+        number = isinstance(port, int | float) and not isinstance(port, bool)
+        if number and 1 <= port <= 65535 and port == int(port):
             ports.add(int(port))
     return TenantListeners(
         namespace=namespace,

@@ -345,14 +345,14 @@ def _count_listeners(
     listener set whose parent is exactly the Gateway of a shard the pool has, and which
     that Gateway did not refuse, fills a slot: anything else in a tenant's namespace (a
     decoy naming another namespace, a Gateway that does not admit it) carries no traffic."""
-    by_gateway = {gateway_name(spec, index): index for index in shards}
+    by_parent = {
+        listeners.gateway_parent(spec.namespace, gateway_name(spec, index)): index
+        for index in shards
+    }
     for listener_set in found:
-        if listener_set.refused:
-            continue
-        for gateway, index in by_gateway.items():
-            if listener_set.on(spec.namespace, gateway):
-                usage.listeners.setdefault(index, set()).update(listener_set.ports)
-                break
+        index = by_parent.get(listener_set.parent)
+        if index is not None and not listener_set.refused:
+            usage.listeners.setdefault(index, set()).update(listener_set.ports)
 
 
 def _max_index(spec: GatewayPool, slices: "Slices") -> int:

@@ -6,6 +6,7 @@ incomplete), and builds the data path once the claim is held.
 """
 
 import base64
+import math
 from dataclasses import dataclass, field
 
 from function import allocation, fieldpath, publish, readiness, shards, tickets
@@ -422,7 +423,8 @@ def _placed(
 
 def _whole(value: object) -> int | None:
     """A whole number from a status field (protobuf numbers are floats)."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and value == int(value):
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and math.isfinite(value) and value == int(value):
         return int(value)
     return None
 
