@@ -27,9 +27,7 @@ from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
 
 from function import claims as claimlib
-from function import labels, legacy, tickets
-from function.fieldpath import items as fieldpath_items
-from function.fieldpath import mapping as fieldpath_mapping
+from function import labels, legacy, listeners, tickets
 from function.names import digest, label_value
 from function.requirement import Requirement
 from function.shards import Shard, ShardError, from_gateway
@@ -59,6 +57,10 @@ def claims_requirement(index: int) -> str:
     return f"tcp-claims-shard-{index}"
 
 
+def placed_requirement(index: int) -> str:
+    return f"tcp-placed-shard-{index}"
+
+
 @dataclass(frozen=True)
 class Pool:
     """What the protocol needs to know about the pool from the step's input."""
@@ -68,6 +70,7 @@ class Pool:
     wrapped: bool
     static_shards: list[Shard] | None = None
     respect_legacy: bool = False  # AppCat's webhook allocates in the same ranges
+    listener_sets: tuple[str, str] = (GATEWAY_API, "ListenerSet")  # apiVersion, kind
 
     def labels(self, **extra: str) -> dict[str, str]:
         return {labels.POOL: self.name, **extra}
@@ -114,6 +117,18 @@ class Pool:
         if self.static_shards is not None:
             return claim.gateway == shard.gateway
         return claim.shard == shard.index
+
+    def listener_set_lookup(self, name: str, index: int, **extra: str) -> Requirement:
+        """Tenant listener sets labelled with shard `index`, in every namespace."""
+        api_version, kind = self.listener_sets
+        match = self.labels(**{labels.SHARD: str(index)}, **extra)
+        return Requirement(name, api_version, kind, match)
+
+    def placed(self, index: int) -> Requirement:
+        """The listener sets Namespaced XRs placed on shard `index`: they hold no claim."""
+        return self.listener_set_lookup(
+            placed_requirement(index), index, **{labels.ROLE: labels.PLACED_ROLE}
+        )
 
 
 class Phase(enum.StrEnum):
@@ -541,11 +556,42 @@ def _shard_view(
                     view.taken.add(claim.port)
                 if pool.holds(claim, shard):
                     view.tenants.add(claim.port)
+    # A Namespaced tenant's listener is its claim: its ports are taken on its Gateway (a
+    # port both claimed and listened on is one slot: these are sets).
+    placed = pool.placed(shard.index)
+    if placed not in decision.requirements:
+        decision.requirements.append(placed)
+    listening = lookups.get(placed.name)
+    if listening is None:
+        resolved = False
+    for ports in attached_ports(shard, listening or []):
+        view.taken |= ports
+        view.tenants |= ports
     if not resolved or old is None:
         return None
     view.taken |= old.taken(start, end)
     view.tenants |= old.behind(shard.namespace, shard.gateway)
     return view
+
+
+def attached_ports(
+    shard: Shard, objects: Iterable[dict], exclude: tuple[str, str] | None = None
+) -> list[frozenset[int]]:
+    """The ports of each tenant listener set that listens on this shard's Gateway: its
+    `parentRef` is exactly that Gateway and the Gateway has not refused it. Labels are the
+    tenant's to set: a decoy naming another parent takes nothing. `exclude`: the
+    (namespace, name) of a listener set left out."""
+    found = []
+    for obj in objects:
+        listener_set = listeners.parse(obj)
+        if listener_set is None or listener_set.refused:
+            continue
+        if not listener_set.on(shard.namespace, shard.gateway):
+            continue
+        if exclude is not None and (listener_set.namespace, listener_set.name) == exclude:
+            continue
+        found.append(listener_set.ports)
+    return found
 
 
 def _claims(pool: Pool, objects: Iterable[dict] | None, warnings: list[str]):
@@ -599,8 +645,6 @@ def place(
     identity: str,
     current: Placed | None,
     lookups: dict,
-    listener_api: str,
-    listener_kind: str,
     attempt: int = 1,
 ) -> Decision:
     if current is not None and not current.conflicted:
@@ -622,30 +666,19 @@ def place(
         decision.conflict = f"port {current.port} on {current.gateway} is used by an older listener"
 
     def view(shard: Shard, shards: list[Shard]) -> ShardView | None:
-        requirement = Requirement(
-            listener_sets_requirement(shard.index),
-            listener_api,
-            listener_kind,
-            pool.labels(**{labels.SHARD: str(shard.index)}),
-        )
+        # Every tenant listener set of the shard, cluster-scoped tenants' too.
+        requirement = pool.listener_set_lookup(listener_sets_requirement(shard.index), shard.index)
         if requirement not in decision.requirements:
             decision.requirements.append(requirement)
         objects = lookups.get(requirement.name)
         if objects is None:
             return None
         result = ShardView()
-        for obj in objects:
-            where = (_metadata(obj).get("namespace"), _metadata(obj).get("name"))
-            parent = fieldpath_mapping(obj, "spec.parentRef")
-            if parent.get("name") != shard.gateway:
-                continue
-            for listener in fieldpath_items(obj, "spec.listeners"):
-                port = listener.get("port") if isinstance(listener, dict) else None
-                if not isinstance(port, int | float) or isinstance(port, bool):
-                    continue
-                result.taken.add(int(port))
-                if current is None or where != current.listener_set:
-                    result.tenants.add(int(port))
+        own = current.listener_set if current is not None else None
+        for ports in attached_ports(shard, objects):
+            result.taken |= ports
+        for ports in attached_ports(shard, objects, exclude=own):
+            result.tenants |= ports
         if current is not None and current.gateway == shard.gateway:
             result.taken.add(current.port)  # the port it lost stays someone else's
         return result

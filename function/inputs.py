@@ -437,6 +437,12 @@ class GatewayPool(_Model):
         description="Free tenant slots to keep (at least 1: a pool with none left grows).",
     )
     allowedListenerNamespaces: ListenerNamespaces = Field(default_factory=ListenerNamespaces)
+    gatewayAPI: Literal["v1.4", "v1.5", "v1.6"] = Field(
+        default="v1.6",
+        description="Gateway API release of the tenant steps (their gatewayAPI): which "
+        "ListenerSet kind carries tenant listeners, v1.4 XListenerSet, v1.5 and v1.6 "
+        "ListenerSet.",
+    )
     infrastructure: Infrastructure = Field(default_factory=Infrastructure)
     statusPath: str = Field(default="status.pool", description="Where the pool reports.")
     wrap: Wrap | None = Field(

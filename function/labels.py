@@ -14,6 +14,9 @@ ROLE = f"{PREFIX}/role"  # "claim" on claims: lookups select on it, so wrapped G
 # listeners and routes (which carry the pool label too) never come back as claims
 CLAIM_ROLE = "claim"
 TICKET_ROLE = "ticket"  # a tenant waiting for a port (function/tickets.py)
+# On a Namespaced XR's listener set: it holds no claim, its listener is its slot. Claim
+# views select on it, so they read these and not every cluster tenant's listener set.
+PLACED_ROLE = "placed"
 
 HOSTNAME = f"{PREFIX}/hostname"
 PORTS = f"{PREFIX}/ports"

@@ -1,9 +1,11 @@
 """The pool step (`GatewayPool`, DESIGN §6): the shard Gateways of one pool.
 
-It reads every claim of the pool (one lookup), counts them per shard, returns one Gateway
-per shard, adds a shard before the pool runs out of headroom, and publishes utilisation.
-Shards holding a claim are never removed; trailing empty ones above minShards go only when
-the rest still keep the headroom, and only on a complete view.
+It reads every claim of the pool (one lookup) and every tenant listener set (another:
+Namespaced XRs hold no claim, their listener is their slot), counts the ports per shard,
+returns one Gateway per shard, adds a shard before the pool runs out of headroom, and
+publishes utilisation. Shards holding a claim or carrying a tenant listener are never
+removed; trailing empty ones above minShards go only when the rest still keep the headroom,
+and only on a complete view.
 
 A shard's slice of ports (and so its own listener port, the slice's last) is fixed for its
 life: it is read back from the pool's record (its status, else the shard's Gateway), never
@@ -15,10 +17,11 @@ import re
 from dataclasses import dataclass, field
 
 from function import claims as claimlib
-from function import fieldpath, labels
+from function import fieldpath, labels, listeners
 from function.allocation import Pool, Requirement
 from function.builders.gateway import shard_gateway
 from function.builders.object import wrap
+from function.flavours import FLAVOURS
 from function.inputs import GatewayPool, parse_port_range
 from function.observed import keep, live
 from function.readiness import conditions
@@ -26,6 +29,7 @@ from function.shards import first_address, format_ports
 from function.step import WARNING, Condition, Desired, Result, StepRequest, StepResult
 
 CLAIMS = "tcp-pool-claims"
+LISTENER_SETS = "tcp-pool-listenersets"
 KEY = re.compile(r"^gateway-(\d+)$")
 CONDITION = "PoolCapacity"
 
@@ -82,30 +86,72 @@ def _parse_slice(text: object) -> Slice | None:
 
 @dataclass
 class Usage:
-    """Claims per shard, as one lookup saw them."""
+    """Claims and tenant listeners per shard, as the lookups saw them."""
 
-    ports: dict[int, set[int]] = field(default_factory=dict)  # by the claims' shard label
+    ports: dict[int, set[int]] = field(default_factory=dict)  # claimed, by shard label
     held: set[int] = field(default_factory=set)  # every claimed port, whatever its label
+    listeners: dict[int, set[int]] = field(default_factory=dict)  # ports listened on
     orphans: list[str] = field(default_factory=list)  # claims naming no usable shard
     strays: list[str] = field(default_factory=list)  # claims outside their shard's slice
 
+    def taken(self, index: int) -> set[int]:
+        # A cluster-scoped tenant has a claim and a listener on one port: one slot.
+        return self.ports.get(index, set()) | self.listeners.get(index, set())
+
     def used(self, index: int) -> int:
-        return len(self.ports.get(index, ()))
+        return len(self.taken(index))
+
+    def holding(self) -> set[int]:
+        """Shards that carry a claim or a tenant listener."""
+        return {i for i in (*self.ports, *self.listeners) if self.taken(i)}
 
     def held_elsewhere(self, index: int, ports: "Slice") -> set[int]:
         """Ports of shard `index`'s slice that claims of other shards (or of none) hold."""
         return {p for p in self.held if p in ports} - self.ports.get(index, set())
 
     def free(self, index: int, ports: "Slice", capacity: int) -> int:
-        """Tenant slots left, and never more than the slice has unclaimed ports."""
+        """Tenant slots left, and never more than the slice has ports nobody holds."""
         slots = capacity - 1 - self.used(index)
-        unclaimed = ports.width - 1 - sum(1 for p in self.held if p in ports)
-        return max(0, min(slots, unclaimed))
+        unavailable = {p for p in self.held | self.listeners.get(index, set()) if p in ports}
+        return max(0, min(slots, ports.width - 1 - len(unavailable)))
 
 
 def claims_requirement(spec: GatewayPool) -> Requirement:
     pool = Pool(name=spec.pool, namespace=spec.namespace, wrapped=spec.wrap is not None)
     return pool.claim_lookup(CLAIMS)
+
+
+def listener_sets_requirement(spec: GatewayPool) -> Requirement:
+    """The pool's tenant listener sets, in every namespace."""
+    flavour = FLAVOURS[spec.gatewayAPI]
+    return Requirement(
+        LISTENER_SETS,
+        flavour.listenerset_api,
+        flavour.listenerset_kind,
+        {labels.POOL: spec.pool},
+    )
+
+
+def read_listener_sets(
+    spec: GatewayPool, request: StepRequest, result: StepResult
+) -> list[listeners.TenantListeners] | None:
+    """The tenant listener sets of the pool (asked for in `result`); None while unread."""
+    requirement = listener_sets_requirement(spec)
+    result.requirements.append(requirement)
+    objects = request.lookups.get(requirement.name)
+    if objects is None:
+        return None
+    found = []
+    for obj in objects:
+        parsed = listeners.parse(obj)
+        if parsed is None:
+            kind = obj.get("kind", "object") if isinstance(obj, dict) else type(obj).__name__
+            result.results.append(
+                Result(WARNING, f"skipped a {kind} returned by the listener set lookup")
+            )
+            continue
+        found.append(parsed)
+    return found
 
 
 def run(spec: GatewayPool, request: StepRequest) -> StepResult:
@@ -117,7 +163,8 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
 
     observed = _observed_shards(request)
     objects = request.lookups.get(CLAIMS)
-    if objects is None:
+    listener_sets = read_listener_sets(spec, request, result)
+    if objects is None or listener_sets is None:
         # Not read yet: keep every Gateway as it is.
         for index, obj in observed.items():
             result.resources[gateway_key(index)] = Desired(keep(obj), _programmed(obj, spec))
@@ -133,9 +180,10 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         provider_config, warning = spec.wrap.provider_config(labels_)
     if warning:
         result.results.append(Result(WARNING, warning))
-    count, draining = _shard_count(
-        spec, usage, observed, slices, complete=bool(objects), result=result
-    )
+    _count_listeners(spec, usage, listener_sets, set(observed) | set(slices.recorded))
+    # Shrink only on evidence from both lookups: an empty one may be a cold cache.
+    complete = bool(objects) and bool(listener_sets)
+    count, draining = _shard_count(spec, usage, observed, slices, complete=complete, result=result)
     shard_status = []
     for index in range(1, count + 1):
         used = usage.used(index)
@@ -304,6 +352,26 @@ def _usage(spec: GatewayPool, objects: list, slices: "Slices", result: StepResul
     return usage
 
 
+def _count_listeners(
+    spec: GatewayPool,
+    usage: Usage,
+    found: list[listeners.TenantListeners],
+    shards: set[int],
+) -> None:
+    """Add the ports tenant listener sets listen on to the shards they attach to. Only a
+    listener set whose parent is exactly the Gateway of a shard the pool has, and which
+    that Gateway did not refuse, fills a slot: anything else in a tenant's namespace (a
+    decoy naming another namespace, a Gateway that does not admit it) carries no traffic."""
+    by_parent = {
+        listeners.gateway_parent(spec.namespace, gateway_name(spec, index)): index
+        for index in shards
+    }
+    for listener_set in found:
+        index = by_parent.get(listener_set.parent)
+        if index is not None and not listener_set.refused:
+            usage.listeners.setdefault(index, set()).update(listener_set.ports)
+
+
 def _max_index(spec: GatewayPool, slices: "Slices") -> int:
     """The highest shard index the pool may have: maxShards, or an existing shard above it
     (maxShards was lowered: a shard is never dropped for that)."""
@@ -347,11 +415,11 @@ def _shard_count(
             Condition(CONDITION, "True", "Available", f"{free(count)} free slots")
         )
     # Shrink only on a complete view (a lookup that returned nothing may be a cold cache),
-    # only trailing shards that hold no claim, and only while the rest keep the headroom.
-    # Removal takes two reconciles: first the shard stops accepting tenants (drains), and
-    # only a shard already observed draining and still empty is removed.
+    # only trailing shards that hold no claim and carry no listener, and only while the
+    # rest keep the headroom. Removal takes two reconciles: first the shard stops accepting
+    # tenants (drains), and only a shard already observed draining and still empty goes.
     draining: set[int] = set()
-    holding = max(usage.ports, default=0)  # never below a shard that carries a claim
+    holding = max(usage.holding(), default=0)  # never below a shard that carries a tenant
     while complete and count > max(spec.minShards, holding) and free(count - 1) >= spec.headroom:
         if not _drained(observed.get(count), spec):
             draining.add(count)

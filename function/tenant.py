@@ -6,6 +6,7 @@ incomplete), and builds the data path once the claim is held.
 """
 
 import base64
+import math
 from dataclasses import dataclass, field
 
 from function import allocation, fieldpath, publish, readiness, shards, tickets
@@ -111,6 +112,7 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
         return fatal(str(err))
 
     wrapped = spec.wrap is not None
+    flavour = FLAVOURS[spec.gatewayAPI]
     pool = allocation.Pool(
         name=spec.pool,
         namespace=spec.gatewayNamespace,
@@ -121,19 +123,20 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
             else shards.from_static(spec.gateways, spec.gatewayNamespace)
         ),
         respect_legacy=spec.respectLegacyAllocations,
+        listener_sets=(flavour.listenerset_api, flavour.listenerset_kind),
     )
     held, mine = None, ObservedClaims()
     if tenant.namespace is not None:
-        flavour = FLAVOURS[spec.gatewayAPI]
+        current, warning = _placed(spec, request, tenant)
         decision = allocation.place(
             pool,
             tenant.identity,
-            _placed(spec, request, tenant),
+            current,
             request.lookups,
-            flavour.listenerset_api,
-            flavour.listenerset_kind,
             attempt=claim_attempt(spec, request),
         )
+        if warning:
+            decision.warnings.append(warning)
     else:
         mine = _observed_claims(request, tenant)
         held = _in_use(mine, request, tenant, wrapped)
@@ -398,7 +401,57 @@ def _adoption(
     return Adoption(gateway=gateway, port=port, listener_set=where)
 
 
-def _placed(spec: TCPAccess, request: StepRequest, tenant: Tenant) -> allocation.Placed | None:
+def _placed(
+    spec: TCPAccess, request: StepRequest, tenant: Tenant
+) -> tuple[allocation.Placed | None, str | None]:
+    """A Namespaced XR's placement, from its own record: the shard, gateway and port its
+    status says (`listenerPort`), never the port its listener set says now (the tenant may
+    edit that object; the step puts it back). Only an XR without a record (its first
+    status write was lost, or an earlier version wrote it) reads its listener sets.
+    Returns the placement and a warning about a record that could not be read."""
+    record = fieldpath.mapping(request.xr, spec.statusPath)
+    # An XR an earlier version placed published its port only (while it was not taken).
+    field = "listenerPort" if "listenerPort" in record else "port"
+    if record.get(field) is None:
+        return _placed_as_observed(spec, request, tenant), None
+    port, shard = _whole(record.get(field)), _whole(record.get("shard"))
+    gateway, host = record.get("gateway"), record.get("host")
+    if port is None or not 1 <= port <= 65535:
+        warning = f"{spec.statusPath}.{field}: {record.get(field)!r} is not a port; ignored"
+        return _placed_as_observed(spec, request, tenant), warning
+    if shard is None or shard < 1 or not isinstance(gateway, str) or not gateway:
+        warning = f"{spec.statusPath}: shard and gateway of port {port} are not recorded"
+        return _placed_as_observed(spec, request, tenant), warning
+    named = tenant.listener_set(port)
+    listener = request.observed.get(named.key)
+    served = _served(spec, request)
+    return (
+        allocation.Placed(
+            shard=shard,
+            port=port,
+            gateway=gateway,
+            hostname=host if isinstance(host, str) and host else None,
+            # A tenant once Ready on its port never moves: an older listener cannot
+            # appear after it, only a tenant's edit (put back below) can take it for a while.
+            conflicted=served != port
+            and readiness.listener_refused(listener, spec.listenerName, port),
+            listener_set=(tenant.namespace or "", named.name),
+        ),
+        None,
+    )
+
+
+def _whole(value: object) -> int | None:
+    """A whole number from a status field (protobuf numbers are floats)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and math.isfinite(value) and value == int(value):
+        return int(value)
+    return None
+
+
+def _placed_as_observed(
+    spec: TCPAccess, request: StepRequest, tenant: Tenant
+) -> allocation.Placed | None:
     """A Namespaced XR's current listener set, newest port first if there are two."""
     found = []
     for key, obj in request.observed.items():
@@ -512,6 +565,7 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
                 **common,
                 labellib.SHARD: str(alloc.shard),
                 labellib.PORT: str(alloc.port),
+                **({labellib.ROLE: labellib.PLACED_ROLE} if tenant.namespace else {}),
             },
             annotations={labellib.HOSTNAME: alloc.hostname} if alloc.hostname else None,
             gateway=alloc.gateway,
@@ -577,6 +631,8 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         "gateway": alloc.gateway,
         "address": address,
     }
+    if tenant.namespace is not None:
+        result.status["listenerPort"] = alloc.port  # its record: it has no claim
     if taken:
         for key in ("host", "port", "address"):
             del result.status[key]

@@ -4,7 +4,9 @@ tickets."""
 from function import labels
 from function.builders.lease import claim as build_claim
 from function.builders.lease import ticket as build_ticket
+from function.builders.listenerset import listener_set as build_listener_set
 from function.builders.object import wrap
+from function.flavours import FLAVOURS
 from function.tickets import ticket_name
 
 NS = "tcp-gateways"
@@ -76,6 +78,38 @@ def claim(
         holder=holder,
     )
     return wrap(lease, provider_config="kubernetes") if wrapped else lease
+
+
+def tenant_listener_set(
+    port: int,
+    shard: int = 1,
+    *,
+    namespace: str = "team-a",
+    name: str | None = None,
+    pool: str = "postgresql",
+    parent: dict | None = None,
+    accepted: bool | None = None,
+    flavour: str = "v1.6",
+) -> dict:
+    """A tenant's ListenerSet as the tenant step makes it (labels pool, shard, port),
+    attached to shard Gateway `<pool>-<shard>`; `parent` replaces fields of its parentRef,
+    `accepted` sets the Accepted condition its Gateway reports (None: no status yet)."""
+    obj = build_listener_set(
+        flavour=FLAVOURS[flavour],
+        name=name or f"{namespace}-tcp-listenerset-{port}",
+        namespace=namespace,
+        labels={labels.POOL: pool, labels.SHARD: str(shard), labels.PORT: str(port)},
+        gateway=f"{pool}-{shard}",
+        gateway_namespace=NS,
+        listener_name="postgresql",
+        port=port,
+    )
+    obj["spec"]["parentRef"].update(parent or {})
+    if accepted is not None:
+        status = "True" if accepted else "False"
+        reason = "Accepted" if accepted else "NotAllowed"
+        obj["status"] = {"conditions": [{"type": "Accepted", "status": status, "reason": reason}]}
+    return obj
 
 
 def ticket(holder: str, created: str, *, pool: str = "postgresql", wrapped: bool = False) -> dict:

@@ -3,7 +3,7 @@
 from function import allocation, claims, labels, shards
 from function.allocation import Phase, Pool
 from function.inputs import StaticGateway
-from tests.factories import NS, claim, gateway, ticket
+from tests.factories import NS, claim, gateway, tenant_listener_set, ticket
 
 POOL = Pool(name="postgresql", namespace=NS, wrapped=False)
 
@@ -194,7 +194,13 @@ def test_no_accepting_label_falls_back_to_all_gateways_of_the_pool():
     assert decision.phase is Phase.CLAIM
     assert decision.allocation.shard == 1
     names = [r.name for r in decision.requirements]
-    assert names == ["tcp-gateways-accepting", "tcp-gateways", "tcp-tickets", "tcp-claims-shard-1"]
+    assert names == [
+        "tcp-gateways-accepting",
+        "tcp-gateways",
+        "tcp-tickets",
+        "tcp-claims-shard-1",
+        "tcp-placed-shard-1",
+    ]
 
 
 def test_no_shards():
@@ -551,3 +557,23 @@ def test_a_static_gateways_own_listener_port_is_never_handed_out():
     pool = static_pool(gateway_)
     ports = {decide_on(pool, f"uid-{n}", []).allocation.port for n in range(40)}
     assert ports == {10001, 10002}
+
+
+def test_claim_views_take_the_ports_namespaced_tenants_listen_on_and_nothing_else():
+    # Shard 1: three tenant slots (10000-10002, its own listener 10003). A Namespaced
+    # tenant listens on 10000; a listener set its Gateway refused, and a decoy naming a
+    # Gateway of that name in its own namespace, carry no traffic.
+    available = {
+        "tcp-gateways-accepting": [gateway(1, capacity=4)],
+        "tcp-placed-shard-1": [
+            tenant_listener_set(10000, 1, namespace="team-a", accepted=True),
+            tenant_listener_set(10001, 1, namespace="team-b", accepted=False),
+            tenant_listener_set(10002, 1, namespace="team-m", parent={"namespace": "team-m"}),
+        ],
+    }
+    chosen = set()
+    for identity in (f"uid-{i}" for i in range(30)):
+        decision, _ = run_loop(POOL, identity, None, available)
+        assert decision.phase is Phase.CLAIM
+        chosen.add(decision.allocation.port)
+    assert chosen == {10001, 10002}

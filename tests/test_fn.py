@@ -52,6 +52,7 @@ def test_lookups_are_read_from_either_field(field):
     req = request()
     getattr(req, field)["tcp-gateways-accepting"].items.add().resource.update(gateway(1))
     getattr(req, field)["tcp-claims-shard-1"].SetInParent()  # resolved, nothing found
+    getattr(req, field)["tcp-placed-shard-1"].SetInParent()
     getattr(req, field)["tcp-claims-own"].SetInParent()
     getattr(req, field)["tcp-tickets"].SetInParent()
     rsp = call(req)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from function import fn, pool, tenant
 from function.inputs import TCPAccess
 from tests import stats
-from tests.factories import NS, claim, gateway
+from tests.factories import NS, claim, gateway, tenant_listener_set
 
 EXAMPLES = int(os.environ.get("TCP_ACCESS_FUZZ_EXAMPLES", "10000"))
 TENANT_EXAMPLES = EXAMPLES * 4 // 5
@@ -256,6 +256,7 @@ POOL_FIELDS = [
     "maxShards",
     "headroom",
     "allowedListenerNamespaces",
+    "gatewayAPI",
     "infrastructure",
     "statusPath",
     "wrap",
@@ -281,6 +282,14 @@ def pool_requests(draw):
         items.SetInParent()
         for obj in draw(looked_up()):
             items.items.add().resource.update(obj)
+    if draw(BOOL):
+        items = req.required_resources[pool.LISTENER_SETS]
+        items.SetInParent()
+        for index in draw(SHARD_INDEXES):
+            obj = tenant_listener_set(draw(NEAR_PORTS), index, accepted=draw(BOOL))
+            items.items.add().resource.update(mangled(obj, draw))
+        for obj in draw(looked_up()):
+            items.items.add().resource.update(obj)
     return req
 
 
@@ -289,8 +298,10 @@ def pool_requests(draw):
 def test_any_pool_request_gets_an_answer_and_keeps_shards_on_a_partial_view(req):
     rsp, fatal = run(req)
     claims = req.required_resources.get(pool.CLAIMS)
-    if fatal or (claims is not None and claims.items):
+    listener_sets = req.required_resources.get(pool.LISTENER_SETS)
+    seen = all(found is not None and found.items for found in (claims, listener_sets))
+    if fatal or seen:
         return
-    # Claims unread or none seen: every Gateway the pool has stays.
+    # Claims or listener sets unread or none seen: every Gateway the pool has stays.
     for key in req.observed.resources:
         assert key in rsp.desired.resources, key

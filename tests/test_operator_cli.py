@@ -389,7 +389,8 @@ def shards_the_pool_step_makes(provider: str, headroom: int, per_shard: list[int
         for index, used in enumerate(per_shard, start=1)
         for n in range(used)
     ]
-    result = pool.run(spec, StepRequest(xr={}, lookups={pool.CLAIMS: claims}))
+    lookups = {pool.CLAIMS: claims, pool.LISTENER_SETS: []}
+    result = pool.run(spec, StepRequest(xr={}, lookups=lookups))
     return result.status["totals"]["shards"]
 
 

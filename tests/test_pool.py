@@ -5,7 +5,7 @@ import pytest
 from function import labels, pool
 from function.inputs import GatewayPool
 from function.step import FATAL, StepRequest
-from tests.factories import NS, claim
+from tests.factories import NS, claim, tenant_listener_set
 
 XR = {"apiVersion": "x/v1", "kind": "XGatewayPool", "metadata": {"name": "postgresql"}}
 INPUT = {
@@ -25,8 +25,27 @@ def spec(**changes) -> GatewayPool:
     return GatewayPool.model_validate({**INPUT, **changes})
 
 
-def reconcile(spec_, claims, observed=None):
-    request = StepRequest(xr=XR, observed=observed or {}, lookups={pool.CLAIMS: claims})
+def listening(claims):
+    """The listener sets of settled cluster-scoped tenants: one per claim, on its port."""
+    return [
+        tenant_listener_set(
+            int(c["metadata"]["labels"][labels.PORT]),
+            int(c["metadata"]["labels"][labels.SHARD]),
+            namespace=f"vshn-postgresql-{c['metadata']['name']}",
+        )
+        for c in claims
+        if c["metadata"]["labels"].get(labels.SHARD, "").isdigit()
+    ]
+
+
+def lookups(claims, listener_sets=None) -> dict:
+    """Both lookups of the pool step; tenants listen where they claimed unless told."""
+    found = listening(claims) if listener_sets is None else listener_sets
+    return {pool.CLAIMS: claims, pool.LISTENER_SETS: found}
+
+
+def reconcile(spec_, claims, observed=None, listener_sets=None):
+    request = StepRequest(xr=XR, observed=observed or {}, lookups=lookups(claims, listener_sets))
     return pool.run(spec_, request)
 
 
@@ -50,7 +69,7 @@ def test_unread_claims_keep_every_gateway():
     request = StepRequest(xr=XR, observed=observed, lookups={})
     result = pool.run(spec(), request)
     assert gateways(result) == observed
-    assert [r.name for r in result.requirements] == [pool.CLAIMS]
+    assert [r.name for r in result.requirements] == [pool.CLAIMS, pool.LISTENER_SETS]
 
 
 def test_one_gateway_per_shard_with_its_slice_labels_and_annotations():
@@ -164,8 +183,10 @@ def test_wrapped_gateways_and_object_claims():
     gateway = gateways(result)["gateway-1"]
     assert gateway["kind"] == "Object"
     assert gateway["spec"]["forProvider"]["manifest"]["kind"] == "Gateway"
-    [requirement] = result.requirements
-    assert (requirement.kind, requirement.namespace) == ("Object", None)
+    [claims, listener_sets] = result.requirements
+    assert (claims.kind, claims.namespace) == ("Object", None)
+    # Listeners are counted where they are: the ListenerSets provider-kubernetes made.
+    assert (listener_sets.kind, listener_sets.namespace) == ("ListenerSet", None)
 
 
 @pytest.mark.parametrize(
@@ -201,7 +222,7 @@ def own_port(result, key="gateway-1") -> int:
 def reconcile_with_status(spec_, claims, previous):
     """The next reconcile: the Gateways as written, and the XR's status as published."""
     xr = {**XR, "status": {"pool": previous.status}}
-    request = StepRequest(xr=xr, observed=as_observed(previous), lookups={pool.CLAIMS: claims})
+    request = StepRequest(xr=xr, observed=as_observed(previous), lookups=lookups(claims))
     return pool.run(spec_, request)
 
 
@@ -265,7 +286,7 @@ def test_the_slice_record_survives_a_hand_edited_gateway():
     edited = observed["gateway-1"]["metadata"]["annotations"]
     edited[labels.PORTS] = "1-64"
     xr = {**XR, "status": {"pool": first.status}}
-    request = StepRequest(xr=xr, observed=observed, lookups={pool.CLAIMS: claims_on(1, 3)})
+    request = StepRequest(xr=xr, observed=observed, lookups=lookups(claims_on(1, 3)))
     result = pool.run(spec(), request)
     assert gateways(result)["gateway-1"]["metadata"]["annotations"][labels.PORTS] == "10000-10009"
     assert own_port(result) == 10009
@@ -312,7 +333,75 @@ def test_the_pool_follows_its_provider_config_label_only_inside_the_allowlist(al
     if allowed:
         wrap["allowedProviderConfigs"] = allowed
     xr = {**XR, "metadata": {**XR["metadata"], "labels": {"pc": "kubernetes-zrh"}}}
-    request = StepRequest(xr=xr, observed={}, lookups={pool.CLAIMS: []})
+    request = StepRequest(xr=xr, observed={}, lookups=lookups([]))
     result = pool.run(spec(wrap=wrap), request)
     assert gateways(result)["gateway-1"]["spec"]["providerConfigRef"]["name"] == expected
     assert any("allowedProviderConfigs" in r.message for r in result.results) == (not allowed)
+
+
+# -- Namespaced XRs: their listener is their slot ---------------------------------------
+
+
+def test_a_pool_of_namespaced_tenants_grows():
+    # Shard 1 has five tenant slots: two cluster-scoped tenants (claim and listener set,
+    # one slot each) and three Namespaced ones (a listener set, no claim).
+    cluster = [claim(10000, 1), claim(10001, 1)]
+    namespaced = [tenant_listener_set(p, 1, namespace=f"team-{p}") for p in (10002, 10003, 10004)]
+    small = spec(provider="custom", capacity=6, headroom=2)
+    first = reconcile(small, [])
+    result = reconcile(small, cluster, as_observed(first), listening(cluster) + namespaced)
+    assert result.status["shards"][0]["used"] == 5
+    assert result.status["shards"][0]["free"] == 0
+    labels_1 = gateways(result)["gateway-1"]["metadata"]["labels"]
+    assert labels_1[labels.ACCEPTING] == "false"
+    assert set(gateways(result)) == {"gateway-1", "gateway-2"}
+
+
+def test_a_gateway_carrying_namespaced_listeners_is_never_removed():
+    wide = spec(provider="custom", capacity=10, headroom=5)
+    cluster = [claim(10000, 1)]
+    namespaced = [tenant_listener_set(p, 2, namespace=f"team-{p}") for p in (10010, 10011, 10012)]
+    found = listening(cluster) + namespaced
+    result = reconcile(wide, claims_on(1, 7))  # the pool grew to two shards
+    assert set(gateways(result)) == {"gateway-1", "gateway-2"}
+    for _ in range(3):  # draining would take two reconciles
+        result = reconcile(wide, cluster, as_observed(result), listener_sets=found)
+        assert set(gateways(result)) == {"gateway-1", "gateway-2"}
+        assert gateways(result)["gateway-2"]["metadata"]["annotations"][labels.USED] == "3"
+
+
+def test_listener_sets_that_carry_no_traffic_fill_no_slot():
+    elsewhere = {"namespace": "team-mallory"}  # a Gateway of that name there: not the shard
+    inert = [
+        tenant_listener_set(10001, 1, namespace="team-mallory", parent=elsewhere),
+        tenant_listener_set(10002, 1, parent={"kind": "ListenerSet"}),
+        tenant_listener_set(10003, 1, parent={"group": "example.com"}),
+        tenant_listener_set(10004, 1, accepted=False),  # its Gateway does not admit it
+        tenant_listener_set(10015, 2),  # shard 2 does not exist
+    ]
+    first = reconcile(spec(headroom=5), [], listener_sets=[tenant_listener_set(10000, 1)])
+    result = reconcile(spec(headroom=5), [], as_observed(first), listener_sets=inert)
+    assert [s["used"] for s in result.status["shards"]] == [0]
+    assert set(gateways(result)) == {"gateway-1"}
+    # A listener set its Gateway accepted, or has not judged yet, fills its slot.
+    judged = [tenant_listener_set(10004, 1, accepted=True), tenant_listener_set(10005, 1)]
+    result = reconcile(spec(headroom=5), [], as_observed(first), listener_sets=judged)
+    assert [s["used"] for s in result.status["shards"]] == [2]
+
+
+def test_the_listener_set_kind_follows_the_gateway_api_release():
+    result = reconcile(spec(gatewayAPI="v1.4"), [])
+    [listener_sets] = [r for r in result.requirements if r.name == pool.LISTENER_SETS]
+    assert (listener_sets.api_version, listener_sets.kind) == (
+        "gateway.networking.x-k8s.io/v1alpha1",
+        "XListenerSet",
+    )
+    assert listener_sets.match_labels == {labels.POOL: "postgresql"}
+
+
+def test_unread_listener_sets_keep_every_gateway():
+    first = reconcile(spec(), claims_on(1, 7) + claims_on(2, 1))
+    observed = as_observed(first)
+    request = StepRequest(xr=XR, observed=observed, lookups={pool.CLAIMS: claims_on(1, 1)})
+    result = pool.run(spec(), request)
+    assert gateways(result) == observed

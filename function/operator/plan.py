@@ -164,7 +164,8 @@ class _Pool:
         request = StepRequest(
             xr={"apiVersion": "plan/v1", "kind": "XGatewayPool", "metadata": {"name": POOL}},
             observed=self.observed,
-            lookups={pool.CLAIMS: self.all_claims()},
+            # The plan's tenants are cluster-scoped: their claims are their slots.
+            lookups={pool.CLAIMS: self.all_claims(), pool.LISTENER_SETS: []},
         )
         result: StepResult = pool.run(self.spec, request)
         if result.fatal:
