@@ -20,8 +20,8 @@ from function.builders.object import wrap
 from function.builders.referencegrant import reference_grant
 from function.builders.tcproute import tcp_route
 from function.flavours import FLAVOURS
-from function.inputs import ResourceName, TCPAccess
-from function.names import fit, is_dns_label, label_value
+from function.inputs import SERVICE_NAME_RULE, ResourceName, TCPAccess
+from function.names import fit, is_dns_1035_label, is_dns_label, label_value
 from function.observed import keep, live
 from function.step import WARNING, Condition, Desired, Result, StepRequest, StepResult, fatal
 
@@ -102,9 +102,10 @@ class Tenant:
 
 
 def run(spec: TCPAccess, request: StepRequest) -> StepResult:
-    if not enabled(spec, request):
-        return _disabled(spec)
     try:
+        _check_writes(spec, request)
+        if not enabled(spec, request):
+            return _disabled(spec)
         tenant = _tenant(spec, request)
     except InputError as err:
         return fatal(str(err))
@@ -208,9 +209,27 @@ def enabled(spec: TCPAccess, request: StepRequest) -> bool:
     value = fieldpath.get(request.xr, spec.enabledFromFieldPath, None)
     if value is None:
         value = fieldpath.get(request.desired_xr, spec.enabledFromFieldPath, None)
+    if isinstance(value, dict | list):
+        raise InputError(
+            f"enabledFromFieldPath: XR field {spec.enabledFromFieldPath} is "
+            f"{fieldpath.kind_of(value)}, not a value"
+        )
     if spec.enabledValue is not None:
         return value is not None and fieldpath.render("{v}", {"v": value}) == spec.enabledValue
     return bool(value) and value not in ("false", "False", "0")
+
+
+def _check_writes(spec: TCPAccess, request: StepRequest) -> None:
+    """The step replaces its status object and patched fields on the desired XR: a value of
+    another type on the way there (another step's) is a clash, not something to overwrite."""
+    writes = [("statusPath", spec.statusPath)]
+    for number, patch in enumerate(spec.patches):
+        if patch.resource is None:  # the patched field itself may hold anything
+            writes.append((f"patches.{number}.fieldPath", patch.fieldPath.rpartition(".")[0]))
+    for where, path in writes:
+        problem = fieldpath.clash(request.desired_xr, path)
+        if problem:
+            raise InputError(f"{where}: in the desired XR, {problem}")
 
 
 def _disabled(spec: TCPAccess) -> StepResult:
@@ -236,8 +255,8 @@ def _tenant(spec: TCPAccess, request: StepRequest) -> Tenant:
     if not is_dns_label(namespace):
         raise InputError(f"backend.namespace: {namespace!r} is not a DNS-1123 label")
     service = _render("backend.service", spec.backend.service, sources)
-    if not is_dns_label(service):
-        raise InputError(f"backend.service: {service!r} is not a DNS-1123 label")
+    if not is_dns_1035_label(service):
+        raise InputError(f"backend.service: {service!r} {SERVICE_NAME_RULE}")
     selector = {
         key: _render(f"backend.podSelector.{key}", value, sources)
         for key, value in spec.backend.podSelector.items()
