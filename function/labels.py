@@ -14,6 +14,9 @@ ROLE = f"{PREFIX}/role"  # "claim" on claims: lookups select on it, so wrapped G
 # listeners and routes (which carry the pool label too) never come back as claims
 CLAIM_ROLE = "claim"
 TICKET_ROLE = "ticket"  # a tenant waiting for a port (function/tickets.py)
+# A listener set on a blocked claim's port that no route binds to: its Gateway's report
+# says whether the port is still taken (function/tenant.py, _probe).
+PROBE_ROLE = "probe"
 
 HOSTNAME = f"{PREFIX}/hostname"
 PORTS = f"{PREFIX}/ports"
