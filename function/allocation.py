@@ -137,6 +137,7 @@ class Phase(enum.StrEnum):
     POOL_FULL = "PoolFull"
     NO_SHARDS = "NoShards"
     QUEUED = "Queued"  # no slot in reach for this XR, and others have waited longer
+    BLOCKED = "Blocked"  # the XR holds the most blocked claims it may: it claims no more
     PENDING = "Pending"
 
 

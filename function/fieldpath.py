@@ -65,6 +65,35 @@ def set_value(obj: dict, path: str, value: Any) -> None:
         current = child
 
 
+def kind_of(value: Any) -> str:
+    """`value`'s type as a person reads it in a message."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object" if isinstance(value, dict) else "null"
+
+
+def clash(obj: Any, path: str) -> str | None:
+    """Why an object cannot be written at `path` of `obj` without replacing a value of
+    another type (a field on the way, or at `path`, that is not an object); None if it can.
+    Null counts as absent."""
+    parts = split(path)
+    current = obj
+    for number, part in enumerate(parts):
+        value = current.get(part) if isinstance(current, dict) else None
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            return f"{'.'.join(parts[: number + 1])} is {kind_of(value)}, not an object"
+        current = value
+    return None
+
+
 def placeholders(template: str) -> list[str]:
     return _PLACEHOLDER.findall(template)
 
@@ -74,10 +103,14 @@ def render(template: str, *sources: dict) -> str:
 
     def lookup(match: re.Match) -> str:
         path = match.group(1).strip()
+        found = None
         for source in sources:
             value = get(source, path, None)
             if value is not None and not isinstance(value, dict | list):
                 return _scalar(value)
+            found = found if value is None else value
+        if found is not None:
+            raise ValueError(f"XR field {path} is {kind_of(found)}, not a value")
         raise MissingField(path)
 
     return _PLACEHOLDER.sub(lookup, template)

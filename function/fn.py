@@ -102,7 +102,7 @@ def parse_input(raw: bytes) -> TCPAccess | GatewayPool | StepResult:
     validation runs once per input, not once per call."""
     data = structs.to_dict(struct_pb2.Struct.FromString(raw))
     kind = data.get("kind", "TCPAccess")
-    if kind not in STEPS:
+    if not isinstance(kind, str) or kind not in STEPS:
         return fatal(f"input.kind: {kind!r} is not one of {', '.join(STEPS)}")
     try:
         return STEPS[kind][0].model_validate(data)

@@ -7,14 +7,36 @@ import fnmatch
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
 from function import fieldpath
-from function.names import is_dns_label, is_dns_subdomain
+from function.names import is_dns_1035_label, is_dns_label, is_dns_subdomain
 
 API_VERSION = "tcp.fn.servala.io/v1alpha1"
 
-Port = Annotated[int, Field(ge=1, le=65535)]
+
+def _not_bool(value: object) -> object:
+    # pydantic reads true as 1: a port or a count given as a bool is a mistake, not a number.
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not a boolean")
+    return value
+
+
+def whole(**bounds: int) -> type[int]:
+    """A whole number within `bounds` (ge, le). Struct numbers arrive as floats: 5432.0 is
+    5432, 5432.5 is refused. (The bounds come first, or they are lost from the CRD.)"""
+    return Annotated[int, Field(**bounds), BeforeValidator(_not_bool)]  # type: ignore[return-value]
+
+
+Port = whole(ge=1, le=65535)
 PORT_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
@@ -39,6 +61,9 @@ def _dns_label(value: str, what: str) -> str:
     if not is_dns_label(value):
         raise ValueError(f"{what} {value!r} must be a DNS-1123 label (a-z, 0-9, '-', <= 63)")
     return value
+
+
+SERVICE_NAME_RULE = "must be a DNS-1035 label (a-z, 0-9, '-', starting with a letter, <= 63)"
 
 
 def _status_path(value: str) -> str:
@@ -66,12 +91,19 @@ class Backend(_Model):
         description="Pod port the NetworkPolicy opens (default: the Service port).",
     )
 
-    @field_validator("namespace", "service")
+    @field_validator("namespace")
     @classmethod
-    def _name_or_template(cls, value: str, info) -> str:
+    def _namespace(cls, value: str) -> str:
         # A template is checked once rendered for the XR.
         if not fieldpath.placeholders(value):
-            _dns_label(value, info.field_name)
+            _dns_label(value, "namespace")
+        return value
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str) -> str:
+        if not fieldpath.placeholders(value) and not is_dns_1035_label(value):
+            raise ValueError(f"service {value!r} {SERVICE_NAME_RULE}")
         return value
 
 
@@ -81,7 +113,9 @@ class StaticGateway(_Model):
     name: str = Field(description="Gateway name in gatewayNamespace.")
     hostname: str | None = Field(default=None, description="DNS name tenants connect to.")
     ports: str = Field(description="Port range of this shard, 'start-end' inclusive.")
-    capacity: int = Field(ge=2, description="Listeners this Gateway may carry, including its own.")
+    capacity: whole(ge=2) = Field(
+        description="Listeners this Gateway may carry, including its own."
+    )
     listenerPorts: list[Port] = Field(
         default_factory=list,
         max_length=64,
@@ -206,7 +240,8 @@ class Patch(_Model):
 
     @model_validator(mode="after")
     def _composite_status_only(self) -> "Patch":
-        if self.resource is None and fieldpath.split(self.fieldPath)[0] != "status":
+        parts = fieldpath.split(self.fieldPath)
+        if self.resource is None and (parts[0] != "status" or len(parts) < 2):
             raise ValueError("fieldPath: without resource the XR is patched, below status only")
         return self
 
@@ -298,7 +333,7 @@ class TCPAccess(_Model):
         description="Backend: ListenerSet and TCPRoute in the backend namespace. Gateway: in "
         "gatewayNamespace, with a ReferenceGrant in the backend namespace.",
     )
-    enabled: bool = Field(default=True, description="Turn the step off for every XR.")
+    enabled: StrictBool = Field(default=True, description="Turn the step off for every XR.")
     enabledFromFieldPath: str | None = Field(
         default=None,
         description="An XR field that turns the step on: equal to enabledValue, or truthy.",
@@ -322,7 +357,7 @@ class TCPAccess(_Model):
         description="Wrap objects in provider-kubernetes Objects; required on Crossplane v1.x.",
     )
     resources: Resources = Field(default_factory=Resources)
-    respectLegacyAllocations: bool = Field(
+    respectLegacyAllocations: StrictBool = Field(
         default=False,
         description="Treat ports held by AppCat's allocation webhook as taken: its Leases "
         "tcp-port-<port> and the listeners of XListenerSets labelled "
@@ -354,6 +389,21 @@ class TCPAccess(_Model):
         return value
 
     @model_validator(mode="after")
+    def _patches_beside_status(self) -> "TCPAccess":
+        # The step writes its status object whole: a patch inside it, or around it, would
+        # be overwritten or would overwrite it.
+        status = fieldpath.split(self.statusPath)
+        for number, patch in enumerate(self.patches):
+            path = fieldpath.split(patch.fieldPath)
+            shorter = min(len(path), len(status))
+            if patch.resource is None and path[:shorter] == status[:shorter]:
+                raise ValueError(
+                    f"patches.{number}.fieldPath: {patch.fieldPath} overlaps statusPath "
+                    f"{self.statusPath}"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _unique_gateways(self) -> "TCPAccess":
         if self.gateways is not None:
             if not self.gateways:
@@ -377,17 +427,41 @@ MAX_INFRASTRUCTURE_ANNOTATIONS = 16  # Gateway API v1.6; 8 before
 MAX_INFRASTRUCTURE_LABELS = 8
 
 
+class SelectorRequirement(_Model):
+    """One rule of a Kubernetes LabelSelector."""
+
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _values(self) -> "SelectorRequirement":
+        if (self.operator in ("In", "NotIn")) != bool(self.values):
+            raise ValueError("values: required for In and NotIn, not allowed otherwise")
+        return self
+
+
+class LabelSelector(_Model):
+    """A Kubernetes LabelSelector (over namespaces)."""
+
+    matchLabels: dict[str, str] = Field(default_factory=dict)
+    matchExpressions: list[SelectorRequirement] = Field(default_factory=list)
+
+
 class ListenerNamespaces(_Model):
     """Which namespaces may attach ListenerSets to the shard Gateways."""
 
     from_: Literal["All", "Selector", "Same"] = Field(default="All", alias="from")
-    selector: dict | None = Field(
+    selector: LabelSelector | None = Field(
         default=None, description="A LabelSelector over namespaces, when from is Selector."
     )
 
     @model_validator(mode="after")
     def _selector(self) -> "ListenerNamespaces":
-        if self.from_ == "Selector" and not self.selector:
+        empty = self.selector is None or not (
+            self.selector.matchLabels or self.selector.matchExpressions
+        )
+        if self.from_ == "Selector" and empty:
             raise ValueError("selector is required when from is Selector")
         return self
 
@@ -421,19 +495,17 @@ class GatewayPool(_Model):
         description="Load balancer provider: cloudscale (100 listeners per IP), exoscale (10), "
         "or custom (set capacity).",
     )
-    capacity: int | None = Field(
+    capacity: whole(ge=2) | None = Field(
         default=None,
-        ge=2,
         description="Listeners per shard including the Gateway's own; required for custom, "
         "may lower a provider's figure, never raise it.",
     )
     ports: str = Field(description="Port range of the pool; shard n owns its n-th slice.")
     hostname: str = Field(description="DNS name per shard, with {index} (from 1).")
-    minShards: int = Field(default=1, ge=0)
-    maxShards: int = Field(default=50, ge=1)
-    headroom: int = Field(
+    minShards: whole(ge=0) = Field(default=1)
+    maxShards: whole(ge=1) = Field(default=50)
+    headroom: whole(ge=1) = Field(
         default=5,
-        ge=1,
         description="Free tenant slots to keep (at least 1: a pool with none left grows).",
     )
     allowedListenerNamespaces: ListenerNamespaces = Field(default_factory=ListenerNamespaces)

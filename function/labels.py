@@ -17,6 +17,9 @@ TICKET_ROLE = "ticket"  # a tenant waiting for a port (function/tickets.py)
 # On a Namespaced XR's listener set: it holds no claim, its listener is its slot. Claim
 # views select on it, so they read these and not every cluster tenant's listener set.
 PLACED_ROLE = "placed"
+# A listener set on a blocked claim's port that no route binds to: its Gateway's report
+# says whether the port is still taken (function/tenant.py, _probe).
+PROBE_ROLE = "probe"
 
 HOSTNAME = f"{PREFIX}/hostname"
 PORTS = f"{PREFIX}/ports"

@@ -7,6 +7,7 @@ MAX_NAME = 63
 _HASH_LEN = 8
 _INVALID = re.compile(r"[^a-z0-9-]+")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # Service names
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -39,6 +40,10 @@ def label_value(value: str) -> str:
 
 def is_dns_label(value: str) -> bool:
     return len(value) <= MAX_NAME and bool(DNS_LABEL.match(value))
+
+
+def is_dns_1035_label(value: str) -> bool:
+    return len(value) <= MAX_NAME and bool(DNS_1035_LABEL.match(value))
 
 
 def is_dns_subdomain(value: str) -> bool:

@@ -157,6 +157,9 @@ def read_listener_sets(
 def run(spec: GatewayPool, request: StepRequest) -> StepResult:
     requirement = claims_requirement(spec)
     result = StepResult(status_path=spec.statusPath, requirements=[requirement])
+    clash = fieldpath.clash(request.desired_xr, spec.statusPath)
+    if clash:  # another step's value where the pool reports: never overwrite it
+        return StepResult(results=[Result("Fatal", f"statusPath: in the desired XR, {clash}")])
     annotations_error = _infrastructure_error(spec)
     if annotations_error:
         return StepResult(results=[Result("Fatal", annotations_error)])
@@ -445,8 +448,9 @@ def _programmed(obj: dict | None, spec: GatewayPool) -> bool:
 
 def _allowed_listeners(spec: GatewayPool) -> dict:
     namespaces = {"from": spec.allowedListenerNamespaces.from_}
-    if spec.allowedListenerNamespaces.selector:
-        namespaces["selector"] = spec.allowedListenerNamespaces.selector
+    selector = spec.allowedListenerNamespaces.selector
+    if selector is not None:
+        namespaces["selector"] = selector.model_dump(exclude_defaults=True)
     return namespaces
 
 

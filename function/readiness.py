@@ -54,8 +54,23 @@ def listener_refused(obj: dict | None, listener: str, port: int) -> bool:
     """The Gateway reports the listener, as it is now on `port`, as Conflicted: an older
     listener has that port. A report about an earlier spec (another port, an older
     generation) says nothing about this one."""
+    return _current_condition(obj, listener, port, "Conflicted") == "True"
+
+
+def listener_programmed(obj: dict | None, listener: str, port: int) -> bool:
+    """The Gateway programs the listener, as it is now on `port`, without a conflict: no
+    older listener has that port (any more)."""
+    return (
+        _current_condition(obj, listener, port, "Programmed") == "True"
+        and _current_condition(obj, listener, port, "Conflicted") != "True"
+    )
+
+
+def _current_condition(obj: dict | None, listener: str, port: int, kind: str) -> object:
+    """The status of condition `kind` of the listener, if reported for its spec as it is
+    now (on `port`, this generation); None otherwise."""
     if listener_port(obj) != port:
-        return False
+        return None
     generation = fieldpath.get(obj, "metadata.generation", None)
     listeners = _status(obj).get("listeners")
     for item in listeners if isinstance(listeners, list) else []:
@@ -63,9 +78,9 @@ def listener_refused(obj: dict | None, listener: str, port: int) -> bool:
             continue
         found = item.get("conditions")
         for condition in found if isinstance(found, list) else []:
-            if not isinstance(condition, dict) or condition.get("type") != "Conflicted":
+            if not isinstance(condition, dict) or condition.get("type") != kind:
                 continue
             seen = condition.get("observedGeneration")
             current = seen is None or generation is None or seen == generation
-            return condition.get("status") == "True" and current
-    return False
+            return condition.get("status") if current else None
+    return None

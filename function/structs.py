@@ -70,7 +70,11 @@ def set_path(struct: struct_pb2.Struct, parts: list[str], value) -> None:
     of the whole Struct through dicts). A field of another type on the way is an error."""
     for number, part in enumerate(parts[:-1]):
         field = struct.fields.get(part)
-        if field is not None and field.WhichOneof("kind") not in ("struct_value", None):
+        if field is not None and field.WhichOneof("kind") not in (
+            "struct_value",
+            "null_value",
+            None,
+        ):
             raise TypeError(f"{'.'.join(parts[: number + 1])} is not an object")
         struct = struct.get_or_create_struct(part)
     struct[parts[-1]] = value

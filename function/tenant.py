@@ -21,13 +21,17 @@ from function.builders.object import wrap
 from function.builders.referencegrant import reference_grant
 from function.builders.tcproute import tcp_route
 from function.flavours import FLAVOURS
-from function.inputs import ResourceName, TCPAccess
-from function.names import fit, is_dns_label, label_value
+from function.inputs import SERVICE_NAME_RULE, ResourceName, TCPAccess
+from function.names import fit, is_dns_1035_label, is_dns_label, label_value
 from function.observed import keep, live
 from function.step import WARNING, Condition, Desired, Result, StepRequest, StepResult, fatal
 
 CONDITION = "TCPAccessReady"
 CLAIM_KEY_PREFIX = "tcp-claim-"
+PROBE_KEY_PREFIX = "tcp-probe-"
+# Blocked claims one XR may hold (DESIGN §4 rule 8): each keeps a squatted port taken; past
+# this many the XR stops claiming (reason Blocked) instead of hoarding the pool's ports.
+MAX_BLOCKED = 3
 # Default desired-resource keys (input `resources` may change them).
 LISTENERSET_KEY = "tcp-listenerset"
 ROUTE_KEY = "tcp-route"
@@ -42,6 +46,10 @@ def claim_key(port: int) -> str:
     # Crossplane binds an object's name to its key for good, and the claim's name carries
     # the port: so the key must carry the port too.
     return f"{CLAIM_KEY_PREFIX}{port}"
+
+
+def probe_key(port: int) -> str:
+    return f"{PROBE_KEY_PREFIX}{port}"
 
 
 class InputError(ValueError):
@@ -89,7 +97,7 @@ class Tenant:
 
     def is_ours(self, key: str) -> bool:
         return (
-            key.startswith(CLAIM_KEY_PREFIX)
+            key.startswith((CLAIM_KEY_PREFIX, PROBE_KEY_PREFIX))
             or key in (SECRET_KEY, tickets.KEY)
             or any(n.key == key for n in self.objects.values())
             or self.is_listener_set(key)
@@ -104,9 +112,10 @@ class Tenant:
 
 
 def run(spec: TCPAccess, request: StepRequest) -> StepResult:
-    if not enabled(spec, request):
-        return _disabled(spec)
     try:
+        _check_writes(spec, request)
+        if not enabled(spec, request):
+            return _disabled(spec)
         tenant = _tenant(spec, request)
     except InputError as err:
         return fatal(str(err))
@@ -139,6 +148,8 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
             decision.warnings.append(warning)
     else:
         mine = _observed_claims(request, tenant)
+        released = _released(spec, request, tenant, mine.blocked)
+        mine.blocked = [b for b in mine.blocked if b not in released]
         held = _in_use(mine, request, tenant, wrapped)
         decision = allocation.decide(
             pool,
@@ -152,6 +163,7 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
             avoid=frozenset(tried_ports(spec, request)[:-1]),
         )
         _moving(decision, mine.blocked)
+        _bounded(decision, mine.blocked)
 
     result = StepResult(status_path=spec.statusPath, requirements=decision.requirements)
     result.results.extend(Result(WARNING, w) for w in (*tenant.warnings, *decision.warnings))
@@ -160,6 +172,17 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
     for key, obj in request.observed.items():
         if tenant.is_ours(key):
             result.resources[key] = Desired(keep(obj), _ready(key, obj, tenant, wrapped))
+    if tenant.namespace is None:
+        for key, _ in released:  # the Gateway gave the port back: nobody else has it
+            result.resources.pop(key, None)
+        probed = {probe_key(claim.port): claim for _, claim in mine.blocked}
+        for key in [k for k in result.resources if k.startswith(PROBE_KEY_PREFIX)]:
+            if key not in probed:  # its claim is released (or gone): nothing to watch
+                result.resources.pop(key)
+        for key, claim in probed.items():
+            probe = _probe(spec, tenant, claim)
+            if probe is not None:
+                result.resources[key] = Desired(probe, True)
 
     if decision.phase is Phase.STICKY:
         if held is None and tenant.namespace is None:
@@ -179,7 +202,7 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
     elif decision.phase is Phase.CLAIM and tenant.namespace is not None:
         _use(spec, request, tenant, decision, result)  # its listener is its claim
     else:
-        _not_yet(spec, request, tenant, decision, result)
+        _not_yet(spec, request, tenant, decision, result, [c for _, c in mine.blocked])
     for key in mine.not_held:
         result.results.append(
             Result(WARNING, f"claim {key} is composed by this XR but held by someone else")
@@ -232,9 +255,27 @@ def enabled(spec: TCPAccess, request: StepRequest) -> bool:
     value = fieldpath.get(request.xr, spec.enabledFromFieldPath, None)
     if value is None:
         value = fieldpath.get(request.desired_xr, spec.enabledFromFieldPath, None)
+    if isinstance(value, dict | list):
+        raise InputError(
+            f"enabledFromFieldPath: XR field {spec.enabledFromFieldPath} is "
+            f"{fieldpath.kind_of(value)}, not a value"
+        )
     if spec.enabledValue is not None:
         return value is not None and fieldpath.render("{v}", {"v": value}) == spec.enabledValue
     return bool(value) and value not in ("false", "False", "0")
+
+
+def _check_writes(spec: TCPAccess, request: StepRequest) -> None:
+    """The step replaces its status object and patched fields on the desired XR: a value of
+    another type on the way there (another step's) is a clash, not something to overwrite."""
+    writes = [("statusPath", spec.statusPath)]
+    for number, patch in enumerate(spec.patches):
+        if patch.resource is None:  # the patched field itself may hold anything
+            writes.append((f"patches.{number}.fieldPath", patch.fieldPath.rpartition(".")[0]))
+    for where, path in writes:
+        problem = fieldpath.clash(request.desired_xr, path)
+        if problem:
+            raise InputError(f"{where}: in the desired XR, {problem}")
 
 
 def _disabled(spec: TCPAccess) -> StepResult:
@@ -260,8 +301,8 @@ def _tenant(spec: TCPAccess, request: StepRequest) -> Tenant:
     if not is_dns_label(namespace):
         raise InputError(f"backend.namespace: {namespace!r} is not a DNS-1123 label")
     service = _render("backend.service", spec.backend.service, sources)
-    if not is_dns_label(service):
-        raise InputError(f"backend.service: {service!r} is not a DNS-1123 label")
+    if not is_dns_1035_label(service):
+        raise InputError(f"backend.service: {service!r} {SERVICE_NAME_RULE}")
     selector = {
         key: _render(f"backend.podSelector.{key}", value, sources)
         for key, value in spec.backend.podSelector.items()
@@ -317,9 +358,11 @@ def _named(spec: TCPAccess, role: str, sources: tuple[dict, ...]) -> Named:
 
 def _check_distinct(objects: dict[str, Named], *, wrapped: bool) -> None:
     keys = [n.key for n in objects.values()]
-    if len(set(keys)) != len(keys) or any(k.startswith(CLAIM_KEY_PREFIX) for k in keys):
+    reserved = (CLAIM_KEY_PREFIX, PROBE_KEY_PREFIX)
+    if len(set(keys)) != len(keys) or any(k.startswith(reserved) for k in keys):
         raise InputError(
-            f"resources: keys {keys} must be distinct and not start with {CLAIM_KEY_PREFIX}"
+            f"resources: keys {keys} must be distinct and not start with "
+            f"{CLAIM_KEY_PREFIX} or {PROBE_KEY_PREFIX}"
         )
     if wrapped:
         names = [n.object_name for n in objects.values()]
@@ -353,7 +396,8 @@ class ObservedClaims:
     """The claims the XR shows, each parsed once."""
 
     held: list[tuple[str, claimlib.Claim]] = field(default_factory=list)  # (key, claim)
-    blocked: list[claimlib.Claim] = field(default_factory=list)  # held, never used (_moving)
+    # Held, never used (_moving): (key, claim).
+    blocked: list[tuple[str, claimlib.Claim]] = field(default_factory=list)
     not_held: list[str] = field(default_factory=list)  # keys
 
 
@@ -366,7 +410,7 @@ def _observed_claims(request: StepRequest, tenant: Tenant) -> ObservedClaims:
         if claim is None or claim.holder != tenant.identity:
             found.not_held.append(key)
         elif claim.blocked is not None:
-            found.blocked.append(claim)
+            found.blocked.append((key, claim))
         else:
             found.held.append((key, claim))
     return found
@@ -383,7 +427,10 @@ def _in_use(mine: ObservedClaims, request, tenant: Tenant, wrapped: bool):
 
 
 def _adoption(
-    request: StepRequest, tenant: Tenant, wrapped: bool, blocked: list[claimlib.Claim]
+    request: StepRequest,
+    tenant: Tenant,
+    wrapped: bool,
+    blocked: list[tuple[str, claimlib.Claim]],
 ) -> Adoption | None:
     """The port the XR's listener set already has (from another allocator, or from a claim
     that was lost): claim that one first."""
@@ -392,7 +439,7 @@ def _adoption(
     gateway = fieldpath.text(listener, "spec.parentRef.name")
     if not port or gateway is None:
         return None
-    if any(c.port == port for c in blocked):
+    if any(c.port == port for _, c in blocked):
         return None  # the port it gave up, not one to adopt: it is moving (_moving)
     where = (
         fieldpath.text(listener, "metadata.namespace") or "",
@@ -478,11 +525,74 @@ def _placed_as_observed(
     return found[0] if found else None
 
 
-def _moving(decision: Decision, blocked: list[claimlib.Claim]) -> None:
+def _moving(decision: Decision, blocked: list[tuple[str, claimlib.Claim]]) -> None:
     """A new claim while the XR holds a blocked one is a move away from a squatted port:
     say so (reason Conflicted) rather than Claiming."""
     if blocked and decision.phase is Phase.CLAIM and decision.conflict is None:
-        decision.conflict = blocked[-1].blocked
+        decision.conflict = blocked[-1][1].blocked
+
+
+def _bounded(decision: Decision, blocked: list[tuple[str, claimlib.Claim]]) -> None:
+    """An XR holding MAX_BLOCKED blocked claims claims no more (nor waits in the queue):
+    every further port could be squatted too, and each claim keeps a port from others."""
+    searching = (Phase.CLAIM, Phase.QUEUED, Phase.POOL_FULL, Phase.NO_SHARDS)
+    if len(blocked) >= MAX_BLOCKED and decision.phase in searching and not decision.adopted:
+        decision.phase = Phase.BLOCKED
+        decision.allocation = None
+        decision.ticket = False
+
+
+def _released(
+    spec: TCPAccess, request: StepRequest, tenant: Tenant, blocked: list[tuple[str, claimlib.Claim]]
+) -> list[tuple[str, claimlib.Claim]]:
+    """The blocked claims whose port the Gateway gives back: their probe listener is
+    programmed, so the older listener that took the port is gone. Never the port the XR's
+    own listener set is still on (that listener, being older, would take it)."""
+    wrapped = spec.wrap is not None
+    listener = _manifest(request.observed.get(tenant.key("listenerSet")), wrapped)
+    in_use = readiness.listener_port(listener)
+    return [
+        (key, claim)
+        for key, claim in blocked
+        if claim.port != in_use
+        and readiness.listener_programmed(
+            live(request.observed.get(probe_key(claim.port)), wrapped),
+            spec.listenerName,
+            claim.port,
+        )
+    ]
+
+
+def _probe(spec: TCPAccess, tenant: Tenant, claim: claimlib.Claim) -> dict | None:
+    """A listener set on a blocked claim's port that no route binds to: the Gateway reports
+    it Conflicted while the older listener is there, and programs it once that is gone.
+    It is how a stateless step learns that a squatted port is free again."""
+    if claim.gateway is None or claim.shard is None:
+        return None  # a damaged claim names no Gateway to ask: its port stays blocked
+    named = tenant.objects["listenerSet"]
+    namespace = tenant.backend.namespace
+    if spec.placement == "Gateway":
+        namespace = spec.gatewayNamespace
+    probe = listener_set(
+        flavour=FLAVOURS[spec.gatewayAPI],
+        name=fit(f"{named.name}-probe-{claim.port}"),
+        namespace=namespace,
+        labels={
+            labellib.POOL: spec.pool,
+            labellib.OWNER: label_value(tenant.name),
+            labellib.SHARD: str(claim.shard),
+            labellib.PORT: str(claim.port),
+            labellib.ROLE: labellib.PROBE_ROLE,
+        },
+        gateway=claim.gateway,
+        gateway_namespace=spec.gatewayNamespace,
+        listener_name=spec.listenerName,
+        port=claim.port,
+    )
+    if spec.wrap is None:
+        return probe
+    object_name = fit(f"{named.object_name}-probe-{claim.port}")
+    return wrap(probe, provider_config=tenant.provider_config, name=object_name)
 
 
 def _served(spec: TCPAccess, request: StepRequest) -> int | None:
@@ -709,7 +819,14 @@ def _queue(spec: TCPAccess, request: StepRequest, tenant: Tenant, result: StepRe
     result.resources[tickets.KEY] = Desired(ticket, tickets.KEY in request.observed)
 
 
-def _not_yet(spec, request: StepRequest, tenant: Tenant, decision: Decision, result: StepResult):
+def _not_yet(
+    spec,
+    request: StepRequest,
+    tenant: Tenant,
+    decision: Decision,
+    result: StepResult,
+    blocked: list[claimlib.Claim],
+):
     """Claim first, or wait: nothing port-dependent is built; what the XR had is kept."""
     status = dict(fieldpath.mapping(request.xr, spec.statusPath))
     result.connection.update(publish.kept_details(spec.connectionDetails, request.connection))
@@ -741,6 +858,24 @@ def _not_yet(spec, request: StepRequest, tenant: Tenant, decision: Decision, res
         message = (
             f"{decision.ahead} tenant(s) ahead in the queue for the free ports of pool {spec.pool}"
         )
+    elif decision.phase is Phase.BLOCKED:
+        result.resources.pop(tickets.KEY, None)  # it claims no more: it leaves the queue
+        listener = _manifest(request.observed.get(tenant.key("listenerSet")), spec.wrap is not None)
+        if readiness.listener_port(listener) in {c.port for c in blocked}:
+            # Its listener is on a port it never served and the Gateway refused: it serves
+            # nothing, so it keeps no listener there (the probe watches that port).
+            for role in ("listenerSet", "route", "referenceGrant"):
+                result.resources.pop(tenant.key(role), None)
+        reason = "Blocked"
+        ports = ", ".join(f"{c.port} behind {c.gateway}" for c in sorted(blocked))
+        message = (
+            f"ports {ports} are taken by older listeners from outside pool {spec.pool}; this "
+            f"XR holds {MAX_BLOCKED} such claims, the most it may, and claims no more. Remove "
+            "those ListenerSets, or let the pool's Gateways admit ListenerSets only from the "
+            "platform's namespaces (GatewayPool allowedListenerNamespaces); a blocked port is "
+            "released once its Gateway gives it back"
+        )
+        result.results.append(Result(WARNING, message, reason))
     elif decision.phase is Phase.NO_SHARDS:
         reason = "NoShards"
         message = (

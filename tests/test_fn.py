@@ -91,6 +91,17 @@ def test_desired_resources_of_earlier_steps_pass_through():
         ({"gateways": [{"name": "db-1", "ports": "10-5", "capacity": 10}]}, "gateways.0.ports"),
         ({"listnerName": "typo"}, "listnerName"),
         ({"kind": "Something"}, "kind"),
+        # The wrong type anywhere: refused, never converted, never an internal error.
+        ({"kind": ["TCPAccess"]}, "kind"),
+        ({"kind": {"name": "TCPAccess"}}, "kind"),
+        ({"backend": {**INPUT["backend"], "port": True}}, "backend.port"),
+        ({"enabled": 0}, "enabled"),
+        ({"respectLegacyAllocations": "yes"}, "respectLegacyAllocations"),
+        # Kubernetes Service names are DNS-1035 labels: a leading digit is refused.
+        ({"backend": {**INPUT["backend"], "service": "5432-svc"}}, "backend.service"),
+        # A patch of the XR must not land inside (or around) the status the step replaces.
+        ({"patches": [{"fieldPath": "status.tcpAccess.port", "value": "port"}]}, "patches.0"),
+        ({"patches": [{"fieldPath": "status", "value": "port"}]}, "patches.0"),
     ],
 )
 def test_bad_input_is_one_fatal_naming_the_field(change, named):
@@ -99,6 +110,70 @@ def test_bad_input_is_one_fatal_naming_the_field(change, named):
     [message] = fatal_messages(rsp)
     assert named in message
     assert not rsp.requirements.resources
+    assert not rsp.desired.resources
+
+
+POOL_INPUT = {
+    "apiVersion": "tcp.fn.servala.io/v1alpha1",
+    "kind": "GatewayPool",
+    "pool": "postgresql",
+    "namespace": NS,
+    "gatewayClassName": "envoy-gateway",
+    "provider": "exoscale",
+    "ports": "10000-10499",
+    "hostname": "db{index}.example.ch",
+}
+
+
+@pytest.mark.parametrize(
+    ("input_", "xr", "desired_xr", "named"),
+    [
+        # Another step left a value of another type where this step writes its status.
+        (INPUT, XR, {"status": {"tcpAccess": "legacy-string"}}, "statusPath"),
+        (INPUT, XR, {"status": ["x"]}, "statusPath"),
+        (POOL_INPUT, XR, {"status": {"pool": 3}}, "statusPath"),
+        (
+            {**INPUT, "patches": [{"fieldPath": "status.ssh.port", "value": "port"}]},
+            XR,
+            {"status": {"ssh": "22"}},
+            "patches.0.fieldPath",
+        ),
+        # A tenant's XR field holding an object where the step reads a value.
+        (
+            {**INPUT, "enabledFromFieldPath": "spec.tcp", "enabledValue": "on"},
+            {**XR, "spec": {"tcp": {"nested": 1}}},
+            {},
+            "enabledFromFieldPath",
+        ),
+        (
+            {**INPUT, "enabledFromFieldPath": "spec.tcp"},
+            {**XR, "spec": {"tcp": ["on"]}},
+            {},
+            "enabledFromFieldPath",
+        ),
+        (
+            {**INPUT, "backend": {**INPUT["backend"], "service": "{spec.service}"}},
+            {**XR, "spec": {"service": {"name": "pg"}}},
+            {},
+            "backend.service",
+        ),
+        # A rendered Service name is a DNS-1035 label too.
+        (
+            {**INPUT, "backend": {**INPUT["backend"], "service": "{spec.service}"}},
+            {**XR, "spec": {"service": "5432-svc"}},
+            {},
+            "backend.service",
+        ),
+    ],
+)
+def test_a_field_of_the_wrong_type_in_the_xr_is_one_fatal_naming_the_field(
+    input_, xr, desired_xr, named
+):
+    req = request(input_, xr=xr, observed={"tcp-claim-10003": claim(10003, holder="u-db")})
+    req.desired.composite.resource.update({**XR, **desired_xr})
+    rsp = call(req)
+    [message] = fatal_messages(rsp)
+    assert message.startswith(named) and "internal error" not in message, message
     assert not rsp.desired.resources
 
 

@@ -1,10 +1,12 @@
-"""Fuzzing the request surface: junk inputs, XRs and looked-up objects.
+"""Fuzzing the request surface: junk inputs, XRs and looked-up objects, and every field of
+both inputs (and of the XR the tenant step reads) given a value of every other type.
 
 Whatever arrives, RunFunction answers: it never raises, never returns a gRPC error, answers
 bad input with one Fatal result naming the field, and drops nothing the XR already had.
 """
 
 import asyncio
+import copy
 import os
 
 from crossplane.function import resource
@@ -18,8 +20,10 @@ from tests import stats
 from tests.factories import NS, claim, gateway, tenant_listener_set
 
 EXAMPLES = int(os.environ.get("TCP_ACCESS_FUZZ_EXAMPLES", "10000"))
-TENANT_EXAMPLES = EXAMPLES * 4 // 5
-POOL_EXAMPLES = EXAMPLES - TENANT_EXAMPLES
+TENANT_EXAMPLES = EXAMPLES // 2
+POOL_EXAMPLES = EXAMPLES // 10
+RETYPED_TENANT_EXAMPLES = EXAMPLES * 3 // 10
+RETYPED_POOL_EXAMPLES = EXAMPLES - TENANT_EXAMPLES - POOL_EXAMPLES - RETYPED_TENANT_EXAMPLES
 
 VALID_INPUT = {
     "apiVersion": "tcp.fn.servala.io/v1alpha1",
@@ -213,7 +217,8 @@ def run(req):
     if fatal:
         message = fatal[0].message
         assert ":" in message and "internal error" not in message, message
-        assert not rsp.desired.resources  # a Fatal changes nothing
+        # A Fatal changes nothing: earlier steps' resources pass through, none of ours.
+        assert set(rsp.desired.resources) <= set(req.desired.resources)
     return rsp, bool(fatal)
 
 
@@ -305,3 +310,160 @@ def test_any_pool_request_gets_an_answer_and_keeps_shards_on_a_partial_view(req)
     # Claims or listener sets unread or none seen: every Gateway the pool has stays.
     for key in req.observed.resources:
         assert key in rsp.desired.resources, key
+
+
+# -- every field of both inputs, given a value of every other type ------------------------
+
+# Both inputs with every field set (nested ones and list items too), so that every path
+# below exists to be retyped; the XR and its claim make the tenant step build its data path.
+FULL_TENANT_INPUT = {
+    **VALID_INPUT,
+    "gatewayAPI": "v1.6",
+    "placement": "Gateway",
+    "enabled": True,
+    "enabledFromFieldPath": "spec.tcp",
+    "enabledValue": "on",
+    "listenerName": "postgresql",
+    "backend": {
+        "namespace": "vshn-postgresql-{metadata.name}",
+        "service": "{spec.service}",
+        "port": 5432,
+        "podSelector": {"app": "{metadata.name}"},
+        "podPort": 5433,
+    },
+    "gateways": [
+        {"name": "postgresql-1", "hostname": "db1.example.ch", "ports": "10000-10009",
+         "capacity": 10},
+        {"name": "postgresql-2", "ports": "10010-10019", "capacity": 10},
+    ],
+    "connectionDetails": {"host": "HOST", "port": "PORT", "templates": {"URL": "pg://{host}"}},
+    "statusPath": "status.tcpAccess",
+    "dataPlane": {"namespace": "envoy-gateway-system", "podSelector": {"app": "envoy"}},
+    "wrap": {"providerConfigName": "kubernetes", "providerConfigFromLabel": "pc"},
+    "resources": {
+        role: {"key": f"tcp-{role.lower()}", "name": f"{{metadata.name}}-{role.lower()}",
+               "objectName": f"{{metadata.name}}-{role.lower()}-object"}
+        for role in tenant.ROLES
+    },
+    "respectLegacyAllocations": False,
+    "patches": [
+        {"resource": "release", "fieldPath": "spec.values.port", "value": "port"},
+        {"fieldPath": "status.ssh.host", "value": "hostPort"},
+    ],
+    "connectionSecret": {"name": "{metadata.name}-tcp", "namespace": "vshn-postgresql-x"},
+}  # fmt: skip
+FULL_POOL_INPUT = {
+    **VALID_POOL,
+    "provider": "custom",
+    "capacity": 10,
+    "minShards": 1,
+    "maxShards": 5,
+    "headroom": 2,
+    "allowedListenerNamespaces": {
+        "from": "Selector",
+        "selector": {
+            "matchLabels": {"tcp": "allowed"},
+            "matchExpressions": [{"key": "team", "operator": "In", "values": ["db"]}],
+        },
+    },
+    "infrastructure": {"annotations": {"a": "b"}, "labels": {"c": "d"}},
+    "statusPath": "status.pool",
+    "wrap": {"providerConfigName": "kubernetes", "providerConfigFromLabel": "pc"},
+}
+FULL_XR = {
+    "apiVersion": "x/v1",
+    "kind": "XDB",
+    "metadata": {"name": "pg-abc12", "uid": "uid-1", "labels": {"pc": "kubernetes-2"}},
+    "spec": {"tcp": "on", "service": "postgresql-rw"},
+    "status": {"tcpAccess": {"phase": "Ready", "claimAttempts": 1, "servedPort": 10003}},
+}
+FULL_DESIRED_XR = {"status": {"tcpAccess": {"phase": "Ready"}, "ssh": {"host": "x"}}}
+# One value of each type a Struct can hold.
+RETYPED_VALUES = st.sampled_from([None, True, 7, 7.5, "s", [], ["s"], {}, {"s": "s"}])
+
+
+def paths(value, prefix=()):
+    """Every path into `value`'s objects and lists."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return
+    for key, child in items:
+        yield (*prefix, key)
+        yield from paths(child, (*prefix, key))
+
+
+TENANT_INPUT_PATHS = st.sampled_from(list(paths(FULL_TENANT_INPUT)))
+POOL_INPUT_PATHS = st.sampled_from(list(paths(FULL_POOL_INPUT)))
+XR_PATHS = st.sampled_from(
+    [("xr", *p) for p in paths(FULL_XR)] + [("desired", *p) for p in paths(FULL_DESIRED_XR)]
+)
+
+
+def retype(obj, path, value) -> bool:
+    """Set `path` of `obj` to `value`; False if an earlier change removed the way there."""
+    for number, part in enumerate(path):
+        if isinstance(obj, dict) and (part in obj or number == len(path) - 1):
+            pass
+        elif not (isinstance(obj, list) and isinstance(part, int) and part < len(obj)):
+            return False
+        if number == len(path) - 1:
+            obj[part] = value
+            return True
+        obj = obj[part]
+    return False
+
+
+@st.composite
+def retyped(draw, full, input_paths):
+    """(request, retyped input paths): one or two fields of the input, or of the XR the
+    step reads, given a value of another type."""
+    data, xr, desired = copy.deepcopy(full), copy.deepcopy(FULL_XR), copy.deepcopy(FULL_DESIRED_XR)
+    changed = []
+    if draw(BOOL):
+        for path in draw(st.lists(input_paths, min_size=1, max_size=2)):
+            if retype(data, path, copy.deepcopy(draw(RETYPED_VALUES))):
+                changed.append(path)
+    else:
+        which, *path = draw(XR_PATHS)
+        retype(xr if which == "xr" else desired, path, copy.deepcopy(draw(RETYPED_VALUES)))
+    req = fnv1.RunFunctionRequest(input=resource.dict_to_struct(data))
+    req.observed.composite.resource.update(xr)
+    req.desired.composite.resource.update(desired)
+    req.desired.resources["release"].resource.update({"apiVersion": "v1", "kind": "ConfigMap"})
+    held = claim(10003, holder=FULL_XR["metadata"]["uid"], owner="pg-abc12", wrapped=True)
+    req.observed.resources["tcp-claim-10003"].resource.update(held)
+    req.required_resources["tcp-claims-own"].items.add().resource.update(held)
+    return req, changed
+
+
+def names_the_field(message: str, path: tuple) -> bool:
+    """The message names the retyped field, the object holding it (a rule across its
+    fields), or the field by its own name (a rule of the whole input)."""
+    dotted = [".".join(map(str, path[:n])) for n in range(len(path), 0, -1)]
+    own_name = next((p for p in reversed(path) if isinstance(p, str)), None)
+    return any(f"{d}:" in message or f"{d}." in message for d in dotted) or (
+        own_name is not None and f"{own_name}:" in message
+    )
+
+
+def check_retyped(case) -> None:
+    req, changed = case
+    rsp, fatal = run(req)
+    if fatal and changed:
+        [message] = [r.message for r in rsp.results if r.severity == fnv1.Severity.SEVERITY_FATAL]
+        assert any(names_the_field(message, path) for path in changed), (changed, message)
+
+
+@fuzz_settings(RETYPED_TENANT_EXAMPLES)
+@given(retyped(FULL_TENANT_INPUT, TENANT_INPUT_PATHS))
+def test_a_tenant_input_or_xr_field_of_another_type_is_one_fatal_naming_it_or_works(case):
+    check_retyped(case)
+
+
+@fuzz_settings(RETYPED_POOL_EXAMPLES)
+@given(retyped(FULL_POOL_INPUT, POOL_INPUT_PATHS))
+def test_a_pool_input_or_xr_field_of_another_type_is_one_fatal_naming_it_or_works(case):
+    check_retyped(case)

@@ -472,6 +472,101 @@ def test_a_tenant_squatted_before_its_listener_moves_and_never_gives_the_port_aw
         world.close()
 
 
+def probes(world: World) -> list[dict]:
+    """The probe listener sets of blocked ports, as stored."""
+    return [
+        ls
+        for api_version, kind in LISTENER_SET.values()
+        for ls in world.cluster.list(api_version, kind)
+        if (ls["metadata"].get("labels") or {}).get(labellib.ROLE) == labellib.PROBE_ROLE
+    ]
+
+
+def blocked_ports(world: World, name: str) -> list[int]:
+    uid = world.xr(name)["metadata"]["uid"]
+    return sorted(
+        int(c["metadata"]["labels"][labellib.PORT])
+        for c in world.claims()
+        if c["spec"]["holderIdentity"] == uid
+        and labellib.BLOCKED in (c["metadata"].get("annotations") or {})
+    )
+
+
+@pytest.mark.parametrize(("mode", "wrap"), MODES, ids=[MODE_IDS[m] for m in MODES])
+def test_a_blocked_port_is_released_once_the_listener_that_took_it_is_gone(mode, wrap):
+    """A listener that lingers a moment (a deleted tenant's, a squatter's) takes a port a
+    tenant claimed: the tenant moves, and its blocked claim comes back to the pool once
+    that listener is gone; the tenant stays on the port it moved to."""
+    world = World(mode=mode, wrap=wrap, seed=1)
+    try:
+        world.add_shard(1, capacity=4, ports="10000-10003", own_port=10003)  # three slots
+        world.create_tenant("alpha")
+        world.settle(3, ["alpha"])
+        world.create_tenant("bravo")
+        world.round(["bravo"])
+        [squatted] = blocked_ports(world, "bravo") or [
+            int(c["metadata"]["labels"][labellib.PORT])
+            for c in world.claims()
+            if c["spec"]["holderIdentity"] == world.xr("bravo")["metadata"]["uid"]
+        ]
+        squat(world, "lingering", squatted)
+        world.controllers()
+        world.settle(6, ["bravo"])
+        moved = world.port("bravo")
+        assert world.condition("bravo") == ("True", "Ready") and moved != squatted
+        assert blocked_ports(world, "bravo") == [squatted]
+        world.check()
+
+        world.cluster.delete(f"{GATEWAY_GROUP}/v1", "ListenerSet", "lingering", INTRUDER)
+        world.controllers()
+        world.settle(3, ["alpha", "bravo"])
+        assert blocked_ports(world, "bravo") == []
+        assert claimed(world, squatted) is None and probes(world) == []
+        assert world.condition("bravo") == ("True", "Ready") and world.port("bravo") == moved
+        world.create_tenant("charlie")  # the port is the pool's again
+        world.settle(4)
+        stats.count("simulated reconciles", 3 + 1 + 6 + 3 * 2 + 4 * 3)
+        assert world.condition("charlie") == ("True", "Ready"), world.status("charlie")
+        assert world.port("charlie") == squatted
+        assert world.traffic()[(NS, "postgresql-1", squatted)][0] == "vshn-postgresql-charlie"
+        world.check()
+    finally:
+        world.close()
+
+
+@pytest.mark.parametrize(("mode", "wrap"), MODES, ids=[MODE_IDS[m] for m in MODES])
+def test_a_tenant_on_a_squatted_shard_holds_at_most_three_blocked_claims(mode, wrap):
+    """Squatters on every free port: the tenant gives up each port it finds taken, holds
+    at most three blocked claims, then reports Blocked instead of claiming the shard away;
+    it is never served, and ends with no port published."""
+    world = World(mode=mode, wrap=wrap, seed=1)
+    try:
+        world.add_shard(1, capacity=10, ports="10000-10009", own_port=10009)  # nine slots
+        world.create_tenant("alpha")
+        world.settle(3, ["alpha"])
+        for port in range(10000, 10009):
+            if port != world.port("alpha"):
+                squat(world, f"squat-{port}", port)
+        world.controllers()
+        world.create_tenant("bravo")
+        for _ in range(16):
+            world.round(["bravo"])
+            assert len(blocked_ports(world, "bravo")) <= tenant.MAX_BLOCKED
+            served = {backend[0] for backend in world.traffic().values()}
+            assert "vshn-postgresql-bravo" not in served
+        stats.count("simulated reconciles", 3 + 16)
+        assert world.condition("bravo") == ("False", "Blocked"), world.status("bravo")
+        assert world.port("bravo") is None
+        assert len(blocked_ports(world, "bravo")) == tenant.MAX_BLOCKED
+        assert "allowedListenerNamespaces" in message(world, "bravo")
+        uid = world.xr("bravo")["metadata"]["uid"]
+        assert [c for c in world.claims() if c["spec"]["holderIdentity"] == uid] != []
+        assert world.condition("alpha") == ("True", "Ready")
+        world.check()
+    finally:
+        world.close()
+
+
 # -- names ----------------------------------------------------------------------------------
 
 ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"

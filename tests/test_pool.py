@@ -198,6 +198,21 @@ def test_wrapped_gateways_and_object_claims():
         ({"provider": "custom"}, "capacity"),
         ({"hostname": "db.example.ch"}, "hostname"),
         ({"minShards": 6}, "minShards"),
+        ({"headroom": True}, "headroom"),
+        ({"allowedListenerNamespaces": {"from": "Selector", "selector": "x"}}, "selector"),
+        (
+            {"allowedListenerNamespaces": {"from": "Selector", "selector": {"matchLabels": "x"}}},
+            "matchLabels",
+        ),
+        (
+            {
+                "allowedListenerNamespaces": {
+                    "from": "Selector",
+                    "selector": {"matchExpressions": [{"key": "k", "operator": "In"}]},
+                }
+            },
+            "values",
+        ),
     ],
 )
 def test_bad_input(change, named):

@@ -337,7 +337,19 @@ def test_a_tenant_once_ready_on_its_port_never_gives_it_up():
     assert condition(result).reason == "Conflicted" and result.connection == {}
 
 
-def test_a_blocked_claim_is_kept_but_never_used_nor_released():
+def programmed(listener_set: dict) -> dict:
+    """The listener set as the Gateway reports it when its port is its own."""
+    found = [
+        {"type": "Conflicted", "status": "False", "reason": "NoConflicts"},
+        {"type": "Programmed", "status": "True", "reason": "Programmed"},
+    ]
+    return {
+        **listener_set,
+        "status": {"listeners": [{"name": "postgresql", "conditions": found}]},
+    }
+
+
+def test_a_blocked_claim_is_kept_and_probed_never_used():
     first = step(spec(), observed={"tcp-claim-10003": held()}, available=pool(gateway(1)))
     observed = {k: d.resource for k, d in first.resources.items()}
     observed["tcp-listenerset"] = conflicted(observed["tcp-listenerset"])
@@ -355,12 +367,27 @@ def test_a_blocked_claim_is_kept_but_never_used_nor_released():
     assert condition(moving).reason == "Conflicted"
     assert "port 10003 is taken" in condition(moving).message
     assert not any("held by someone else" in r.message for r in moving.results)
+    # The blocked port gets a listener of its own that no route binds to: the Gateway
+    # tells through it whether the port is still taken.
+    probe = moving.resources["tcp-probe-10003"]
+    [listener] = probe.resource["spec"]["listeners"]
+    assert listener["port"] == 10003 and probe.resource["spec"]["parentRef"]["name"] == (
+        "postgresql-1"
+    )
+    assert probe.ready is True  # it is no part of the XR's data path
+    routes = [d.resource for d in moving.resources.values() if d.resource["kind"] == "TCPRoute"]
+    assert all(
+        r["spec"]["parentRefs"][0]["name"] != probe.resource["metadata"]["name"] for r in routes
+    )
 
-    # Once the new claim is held, the listener moves there; the blocked claim stays.
+    # Once the new claim is held, the listener moves there; while the older listener holds
+    # the blocked port, its claim and probe stay.
     port = int(new[0].removeprefix("tcp-claim-"))
     observed[new[0]] = held(port)
+    observed["tcp-probe-10003"] = conflicted(probe.resource)
     moved = step(spec(), observed=observed, available=available)
     assert moved.resources["tcp-claim-10003"].resource == observed["tcp-claim-10003"]
+    assert "tcp-probe-10003" in moved.resources
     [listener] = moved.resources["tcp-listenerset"].resource["spec"]["listeners"]
     assert listener["port"] == port and moved.status["port"] == port
     assert condition(moved).reason == "Programming"
@@ -424,3 +451,81 @@ def test_a_provider_config_label_is_followed_only_inside_the_allowlist(label, ex
 def test_allowed_provider_configs_are_names_with_wildcards():
     with pytest.raises(ValueError, match="allowedProviderConfigs"):
         spec(wrap={"allowedProviderConfigs": ["Kube Config"]})
+
+
+def moved_away_from(port: int, to: int = 10005) -> dict:
+    """What a tenant that left blocked `port` for `to` shows: both claims, its listener set
+    on `to`, and the probe of `port` as last reported."""
+    first = step(spec(), observed={f"tcp-claim-{to}": held(to)}, available=pool(gateway(1)))
+    observed = {k: d.resource for k, d in first.resources.items()}
+    observed[f"tcp-claim-{port}"] = blocked(port)
+    probing = step(spec(), observed=observed, available=pool(gateway(1)))
+    observed[f"tcp-probe-{port}"] = probing.resources[f"tcp-probe-{port}"].resource
+    return observed
+
+
+def test_a_blocked_claim_is_released_once_the_gateway_gives_its_port_back():
+    observed = moved_away_from(10003)
+    observed["tcp-probe-10003"] = conflicted(observed["tcp-probe-10003"])
+    still = step(spec(), observed=observed, available=pool(gateway(1)))
+    assert {"tcp-claim-10003", "tcp-probe-10003"} <= set(still.resources)
+
+    # The older listener is gone: the Gateway programs the probe, the port is free again.
+    observed["tcp-probe-10003"] = programmed(observed["tcp-probe-10003"])
+    freed = step(spec(), observed=observed, available=pool(gateway(1)))
+    assert "tcp-claim-10003" not in freed.resources
+    assert "tcp-probe-10003" not in freed.resources
+    # The tenant stays where it is.
+    assert (
+        freed.resources["tcp-claim-10005"].resource["spec"]["holderIdentity"]
+        == (XR["metadata"]["uid"])
+    )
+    [listener] = freed.resources["tcp-listenerset"].resource["spec"]["listeners"]
+    assert listener["port"] == 10005 and freed.status["port"] == 10005
+
+
+def test_a_probe_report_about_another_port_releases_nothing():
+    observed = moved_away_from(10003)
+    stale = programmed(observed["tcp-probe-10003"])
+    stale["spec"] = {**stale["spec"], "listeners": [{"name": "postgresql", "port": 10004}]}
+    observed["tcp-probe-10003"] = stale
+    result = step(spec(), observed=observed, available=pool(gateway(1)))
+    assert {"tcp-claim-10003", "tcp-probe-10003"} <= set(result.resources)
+
+
+def test_a_tenant_holding_the_most_blocked_claims_is_blocked_and_claims_no_more():
+    ports = [10003, 10004, 10005]
+    first = step(spec(), observed={"tcp-claim-10005": held(10005)}, available=pool(gateway(1)))
+    observed = {k: d.resource for k, d in first.resources.items()}
+    observed["tcp-listenerset"] = conflicted(observed["tcp-listenerset"])
+    observed["tcp-ticket"] = (
+        step(spec(), available=pool(gateway(1))).resources["tcp-ticket"].resource
+    )
+    for port in ports:
+        observed[f"tcp-claim-{port}"] = blocked(port)
+    available = pool(gateway(1), claims={1: [blocked(p) for p in ports]})
+    available["tcp-claims-own"] = [blocked(p) for p in ports]
+    result = step(spec(), observed=observed, available=available)
+    # No fourth claim: each could be squatted too, and each keeps a port from others.
+    claims = sorted(k for k in result.resources if k.startswith("tcp-claim-"))
+    assert claims == [f"tcp-claim-{p}" for p in ports]
+    assert all(f"tcp-probe-{p}" in result.resources for p in ports)
+    assert "tcp-ticket" not in result.resources  # it waits for no slot
+    # Its listener was refused on a port it never served: it keeps none there.
+    assert "tcp-listenerset" not in result.resources and "tcp-route" not in result.resources
+    assert "tcp-networkpolicy" in result.resources
+    assert (condition(result).status, condition(result).reason) == ("False", "Blocked")
+    assert result.status["phase"] == "Blocked"
+    assert result.connection == {} and "port" not in result.status
+    [warning] = [r for r in result.results if r.reason == "Blocked"]
+    assert warning.severity == WARNING
+    assert "10003 behind postgresql-1" in warning.message
+    assert "allowedListenerNamespaces" in warning.message  # what to do about it
+
+    # One port comes back: the tenant claims again.
+    observed["tcp-probe-10003"] = programmed(result.resources["tcp-probe-10003"].resource)
+    available["tcp-claims-own"] = [blocked(p) for p in ports]
+    again = step(spec(), observed=observed, available=available)
+    assert "tcp-claim-10003" not in again.resources
+    new = [k for k in again.resources if k.startswith("tcp-claim-")]
+    assert len(new) == 3 and condition(again).reason == "Conflicted"

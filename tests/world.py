@@ -213,6 +213,8 @@ class World:
                 per_gateway[g["metadata"]["name"]][listener["port"]] += 1
         for api_version, kind in LISTENER_SETS:
             for ls in self.cluster.list(api_version, kind):
+                if refused_probe(ls):
+                    continue
                 parent = ls["spec"]["parentRef"]["name"]
                 for listener in ls["spec"]["listeners"]:
                     per_gateway[parent][listener["port"]] += 1
@@ -229,6 +231,19 @@ class World:
                 continue
             assert port not in seen, f"{tenant} and {seen[port]} both report port {port}"
             seen[port] = tenant
+
+
+def refused_probe(listener_set: dict) -> bool:
+    """A tenant's probe of a blocked port that the Gateway refuses: it listens nowhere (it
+    asks the Gateway whether the port is free again, and hears no)."""
+    role = (listener_set["metadata"].get("labels") or {}).get(labels.ROLE)
+    if role != labels.PROBE_ROLE:
+        return False
+    return any(
+        c.get("type") == "Conflicted" and c.get("status") == "True"
+        for listener in (listener_set.get("status") or {}).get("listeners") or []
+        for c in listener.get("conditions") or []
+    )
 
 
 # -- helpers for the property and isolation tests ---------------------------------------
