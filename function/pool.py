@@ -5,6 +5,10 @@ per shard, adds a shard before the pool runs out of headroom, and publishes util
 Shards holding a claim are never removed; trailing empty ones above minShards go only when
 the rest still keep the headroom, and only on a complete view.
 
+It also reads the pool's tickets (function/tickets.py): the live waiters (tenants in line
+with no claim) are about to take free slots, so the pool keeps its headroom beyond them, and
+a queue longer than the headroom is served by new shards, not by waiting for deletions.
+
 A shard's slice of ports (and so its own listener port, the slice's last) is fixed for its
 life: it is read back from the pool's record (its status, else the shard's Gateway), never
 recomputed from the current input. Input changes (`capacity`, `ports`) shape new shards
@@ -15,8 +19,8 @@ import re
 from dataclasses import dataclass, field
 
 from function import claims as claimlib
-from function import fieldpath, labels
-from function.allocation import Pool, Requirement
+from function import fieldpath, labels, tickets
+from function.allocation import TICKETS, Pool, Requirement
 from function.builders.gateway import shard_gateway
 from function.builders.object import wrap
 from function.inputs import GatewayPool, parse_port_range
@@ -87,26 +91,39 @@ class Usage:
     ports: dict[int, set[int]] = field(default_factory=dict)
     orphans: list[str] = field(default_factory=list)  # claims naming no usable shard
     strays: list[str] = field(default_factory=list)  # claims outside their shard's slice
+    waiting: int = 0  # live waiters: tenants in line that hold no claim
 
     def used(self, index: int) -> int:
         return len(self.ports.get(index, ()))
 
 
+def _pool(spec: GatewayPool) -> Pool:
+    return Pool(name=spec.pool, namespace=spec.namespace, wrapped=spec.wrap is not None)
+
+
 def claims_requirement(spec: GatewayPool) -> Requirement:
-    pool = Pool(name=spec.pool, namespace=spec.namespace, wrapped=spec.wrap is not None)
-    return pool.claim_lookup(CLAIMS)
+    return _pool(spec).claim_lookup(CLAIMS)
+
+
+def tickets_requirement(spec: GatewayPool) -> Requirement:
+    """The pool's tickets, as the tenant step reads them (and so with the same fields)."""
+    return _pool(spec).tickets()
 
 
 def run(spec: GatewayPool, request: StepRequest) -> StepResult:
     requirement = claims_requirement(spec)
-    result = StepResult(status_path=spec.statusPath, requirements=[requirement])
+    result = StepResult(
+        status_path=spec.statusPath, requirements=[requirement, tickets_requirement(spec)]
+    )
+    result.timed = True  # live waiters are judged by the clock
     annotations_error = _infrastructure_error(spec)
     if annotations_error:
         return StepResult(results=[Result("Fatal", annotations_error)])
 
     observed = _observed_shards(request)
     objects = request.lookups.get(CLAIMS)
-    if objects is None:
+    waiting_tickets = request.lookups.get(TICKETS)
+    if objects is None or waiting_tickets is None:
         # Not read yet: keep every Gateway as it is.
         for index, obj in observed.items():
             result.resources[gateway_key(index)] = Desired(keep(obj), _programmed(obj, spec))
@@ -116,6 +133,7 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
 
     slices = _recorded_slices(spec, request, observed)
     usage = _usage(spec, objects, slices, result)
+    usage.waiting = _waiting(spec, waiting_tickets, objects, request)
     count, draining = _shard_count(
         spec, usage, observed, slices, complete=bool(objects), result=result
     )
@@ -169,6 +187,7 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         },
         # Every listener is a port of the shard's LoadBalancer Service, and so a NodePort.
         "nodePorts": listeners,
+        "waiting": usage.waiting,
     }
     missing = sorted(i for i in usage.ports if i not in observed and i <= count)
     if missing and observed:
@@ -287,6 +306,18 @@ def _usage(spec: GatewayPool, objects: list, slices: "Slices", result: StepResul
     return usage
 
 
+def _waiting(spec: GatewayPool, objects: list, claims: list, request: StepRequest) -> int:
+    """Tenants waiting for a port: holders of a live ticket that hold no claim (a blocked
+    claim is no port: its holder is moving, and waits like a newcomer)."""
+    placed = set()
+    for obj in claims:
+        claim = claimlib.parse(obj) if isinstance(obj, dict) else None
+        if claim is not None and claim.holder and not claim.blocked:
+            placed.add(claim.holder)
+    line = tickets.line(objects, spec.namespace, request.now)
+    return sum(1 for ticket in line if ticket.holder not in placed)
+
+
 def _max_index(spec: GatewayPool, slices: "Slices") -> int:
     """The highest shard index the pool may have: maxShards, or an existing shard above it
     (maxShards was lowered: a shard is never dropped for that)."""
@@ -301,6 +332,10 @@ def _shard_count(
             max(0, _capacity(spec, slices[i]) - 1 - usage.used(i)) for i in range(1, count + 1)
         )
 
+    def spare(count: int) -> int:
+        """Free slots the waiters leave: what the headroom is kept on."""
+        return free(count) - usage.waiting
+
     # A claim brings back the shard it names only with a port in that shard's slice: a
     # claim's labels are no reason to compose a load balancer.
     claimed = max(
@@ -310,7 +345,7 @@ def _shard_count(
     existing = max(observed, default=0)
     count = max(existing, claimed)
     conflict = None
-    while count < spec.maxShards and (count < spec.minShards or free(count) < spec.headroom):
+    while count < spec.maxShards and (count < spec.minShards or spare(count) < spec.headroom):
         conflict = slices.conflict(count + 1, usage)
         if conflict:
             break
@@ -321,8 +356,11 @@ def _shard_count(
         message = f"pool {spec.pool} cannot add a shard: {conflict}; change ports or capacity"
         result.results.append(Result(WARNING, message, "SliceConflict"))
         result.conditions.append(Condition(CONDITION, "False", "SliceConflict", message))
-    elif free(count) < spec.headroom:
-        message = f"pool {spec.pool} has {free(count)} free slots at maxShards {spec.maxShards}"
+    elif spare(count) < spec.headroom:
+        message = (
+            f"pool {spec.pool} has {free(count)} free slots for {usage.waiting} waiting "
+            f"tenant(s) at maxShards {spec.maxShards}"
+        )
         result.results.append(Result(WARNING, message, "MaxShardsReached"))
         result.conditions.append(Condition(CONDITION, "False", "MaxShardsReached", message))
     else:
@@ -335,7 +373,7 @@ def _shard_count(
     # only a shard already observed draining and still empty is removed.
     draining: set[int] = set()
     holding = max(usage.ports, default=0)  # never below a shard that carries a claim
-    while complete and count > max(spec.minShards, holding) and free(count - 1) >= spec.headroom:
+    while complete and count > max(spec.minShards, holding) and spare(count - 1) >= spec.headroom:
         if not _drained(observed.get(count), spec):
             draining.add(count)
             break

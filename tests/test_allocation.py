@@ -1,5 +1,7 @@
 """The allocation protocol (DESIGN §4), rule by rule, on plain data."""
 
+import datetime
+
 from function import allocation, claims, labels, shards
 from function.allocation import Phase, Pool
 from function.inputs import StaticGateway
@@ -13,12 +15,12 @@ def resolve(decision, available: dict) -> dict:
     return {r.name: available.get(r.name, []) for r in decision.requirements}
 
 
-def run_loop(pool, identity, held, available, max_calls=6, owner=None):
+def run_loop(pool, identity, held, available, max_calls=6, owner=None, now=None):
     """Call `decide` until the requirements repeat, as Crossplane does; return the last."""
     lookups: dict = {}
     previous = None
     for call in range(1, max_calls + 1):
-        decision = allocation.decide(pool, identity, held, lookups, owner=owner)
+        decision = allocation.decide(pool, identity, held, lookups, owner=owner, now=now)
         if decision.requirements == previous:
             return decision, call
         previous = decision.requirements
@@ -438,3 +440,63 @@ def test_a_tenant_that_found_no_slot_in_reach_searches_the_rest_of_the_pool():
     assert decide(2, searching=False).phase is Phase.POOL_FULL
     found = [a for a in range(2, 40) if decide(a, searching=True).phase is Phase.CLAIM]
     assert found and {decide(a, True).allocation.shard for a in found} == {8}
+
+
+# -- tickets are leases: an expired one holds nobody up ------------------------------------
+
+NOW = datetime.datetime(2026, 11, 26, 11, 0, tzinfo=datetime.UTC)
+
+
+def ago(minutes: int) -> str:
+    return (NOW - datetime.timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def one_free_slot(stuck_renewed: str) -> dict:
+    """A shard with one free slot; a tenant that queued first (renewed when given) ahead of
+    uid-me, which renewed its ticket a minute ago."""
+    return {
+        "tcp-gateways-accepting": [gateway(1, capacity=4, ports="10000-10003")],
+        "tcp-claims-shard-1": [claim(10000), claim(10001)],
+        "tcp-tickets": [
+            ticket("uid-stuck", "2026-11-26T10:00:00Z", renewed=stuck_renewed),
+            ticket("uid-me", "2026-11-26T10:30:00Z", renewed=ago(1)),
+        ],
+    }
+
+
+def test_an_expired_ticket_ahead_no_longer_holds_a_waiter_back():
+    # uid-stuck stopped reconciling (paused, failing later): its ticket is 16 minutes old.
+    decision, _ = run_loop(POOL, "uid-me", None, one_free_slot(ago(16)), now=NOW)
+    assert decision.phase is Phase.CLAIM
+    assert decision.allocation.port == 10002
+
+
+def test_a_live_ticket_ahead_still_holds_a_waiter_back():
+    decision, _ = run_loop(POOL, "uid-me", None, one_free_slot(ago(14)), now=NOW)
+    assert (decision.phase, decision.ahead) == (Phase.QUEUED, 1)
+
+
+def test_a_renewed_ticket_keeps_its_place_in_line_whenever_it_was_created():
+    # Created long ago, renewed just now: alive, and first by its creation time.
+    available = one_free_slot(ago(0))
+    decision, _ = run_loop(POOL, "uid-me", None, available, now=NOW)
+    assert (decision.phase, decision.ahead) == (Phase.QUEUED, 1)
+    first, _ = run_loop(POOL, "uid-stuck", None, available, now=NOW)
+    assert first.allocation.port == 10002
+
+
+def test_a_ticket_renewed_far_in_the_future_holds_nobody_up():
+    # No replica's clock is a day ahead: such a renewTime is no lease this step wrote.
+    future = (NOW + datetime.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    decision, _ = run_loop(POOL, "uid-me", None, one_free_slot(future), now=NOW)
+    assert decision.allocation.port == 10002
+
+
+def test_a_ticket_states_its_own_time_to_live():
+    # A tenant step with a one-hour TTL wrote it: 30 minutes after renewal it is alive.
+    available = one_free_slot(ago(30))
+    available["tcp-tickets"][0] = ticket(
+        "uid-stuck", "2026-11-26T10:00:00Z", renewed=ago(30), ttl=3600
+    )
+    decision, _ = run_loop(POOL, "uid-me", None, available, now=NOW)
+    assert (decision.phase, decision.ahead) == (Phase.QUEUED, 1)

@@ -1,12 +1,15 @@
 """The pool step on plain data: shards, growth, draining, status."""
 
+import datetime
+
 import pytest
 
 from function import labels, pool
 from function.inputs import GatewayPool
 from function.step import FATAL, StepRequest
-from tests.factories import NS, claim
+from tests.factories import NS, claim, ticket
 
+NOW = datetime.datetime(2026, 11, 26, 10, 5, tzinfo=datetime.UTC)
 XR = {"apiVersion": "x/v1", "kind": "XGatewayPool", "metadata": {"name": "postgresql"}}
 INPUT = {
     "pool": "postgresql",
@@ -25,9 +28,9 @@ def spec(**changes) -> GatewayPool:
     return GatewayPool.model_validate({**INPUT, **changes})
 
 
-def reconcile(spec_, claims, observed=None):
-    request = StepRequest(xr=XR, observed=observed or {}, lookups={pool.CLAIMS: claims})
-    return pool.run(spec_, request)
+def reconcile(spec_, claims, observed=None, tickets=(), now=NOW):
+    lookups = {pool.CLAIMS: claims, pool.TICKETS: list(tickets)}
+    return pool.run(spec_, StepRequest(xr=XR, observed=observed or {}, lookups=lookups, now=now))
 
 
 def claims_on(shard: int, count: int, capacity: int = 10):
@@ -50,7 +53,7 @@ def test_unread_claims_keep_every_gateway():
     request = StepRequest(xr=XR, observed=observed, lookups={})
     result = pool.run(spec(), request)
     assert gateways(result) == observed
-    assert [r.name for r in result.requirements] == [pool.CLAIMS]
+    assert [r.name for r in result.requirements] == [pool.CLAIMS, pool.TICKETS]
 
 
 def test_one_gateway_per_shard_with_its_slice_labels_and_annotations():
@@ -164,8 +167,8 @@ def test_wrapped_gateways_and_object_claims():
     gateway = gateways(result)["gateway-1"]
     assert gateway["kind"] == "Object"
     assert gateway["spec"]["forProvider"]["manifest"]["kind"] == "Gateway"
-    [requirement] = result.requirements
-    assert (requirement.kind, requirement.namespace) == ("Object", None)
+    for requirement in result.requirements:  # the claims and the tickets
+        assert (requirement.kind, requirement.namespace) == ("Object", None)
 
 
 @pytest.mark.parametrize(
@@ -201,7 +204,9 @@ def own_port(result, key="gateway-1") -> int:
 def reconcile_with_status(spec_, claims, previous):
     """The next reconcile: the Gateways as written, and the XR's status as published."""
     xr = {**XR, "status": {"pool": previous.status}}
-    request = StepRequest(xr=xr, observed=as_observed(previous), lookups={pool.CLAIMS: claims})
+    request = StepRequest(
+        xr=xr, observed=as_observed(previous), lookups={pool.CLAIMS: claims, pool.TICKETS: []}
+    )
     return pool.run(spec_, request)
 
 
@@ -254,7 +259,8 @@ def test_the_slice_record_survives_a_hand_edited_gateway():
     edited = observed["gateway-1"]["metadata"]["annotations"]
     edited[labels.PORTS] = "1-64"
     xr = {**XR, "status": {"pool": first.status}}
-    request = StepRequest(xr=xr, observed=observed, lookups={pool.CLAIMS: claims_on(1, 3)})
+    lookups = {pool.CLAIMS: claims_on(1, 3), pool.TICKETS: []}
+    request = StepRequest(xr=xr, observed=observed, lookups=lookups)
     result = pool.run(spec(), request)
     assert gateways(result)["gateway-1"]["metadata"]["annotations"][labels.PORTS] == "10000-10009"
     assert own_port(result) == 10009
@@ -291,3 +297,62 @@ def test_lowering_max_shards_keeps_every_shard_that_exists():
     assert len(gateways(grown)) == 4
     after = reconcile_with_status(spec(maxShards=2, ports="10000-10499"), full, grown)
     assert set(gateways(after)) == {"gateway-1", "gateway-2", "gateway-3", "gateway-4"}
+
+
+# -- waiting tenants: the queue is served by new shards ------------------------------------
+
+
+def line(count: int, *, renewed_minutes_ago: int = 1, first: int = 0):
+    """`count` tenants in line, their tickets renewed that long before NOW."""
+    renewed = (NOW - datetime.timedelta(minutes=renewed_minutes_ago)).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ"
+    )
+    return [
+        ticket(f"uid-wait-{first + i}", "2026-11-26T09:00:00Z", renewed=renewed)
+        for i in range(count)
+    ]
+
+
+def test_a_queue_longer_than_the_headroom_grows_the_pool_for_it():
+    # Shard 1 has 9 slots, 8 taken: 1 free. Twelve tenants wait: the pool keeps its headroom
+    # of 3 beyond them, so shards 2 and 3 come now (1 + 9 + 9 = 19 free, 12 about to go).
+    result = reconcile(spec(), claims_on(1, 8), tickets=line(12))
+    assert set(gateways(result)) == {"gateway-1", "gateway-2", "gateway-3"}
+    assert result.status["waiting"] == 12
+    [cond] = result.conditions
+    assert (cond.status, cond.reason) == ("True", "Available")
+
+
+def test_expired_tickets_and_tenants_with_a_claim_are_not_waiting():
+    stale = line(12, renewed_minutes_ago=16)  # their holders stopped renewing them
+    placed = line(3, first=100)
+    claims = [
+        *claims_on(1, 8),
+        *(claim(10010 + i, 2, holder=f"uid-wait-{100 + i}") for i in range(3)),
+    ]
+    result = reconcile(spec(), claims, tickets=[*stale, *placed])
+    assert result.status["waiting"] == 0
+    assert set(gateways(result)) == {"gateway-1", "gateway-2"}  # headroom alone
+
+
+def test_a_long_queue_never_grows_the_pool_past_max_shards():
+    result = reconcile(spec(maxShards=3, ports="10000-10029"), [], tickets=line(100))
+    assert set(gateways(result)) == {"gateway-1", "gateway-2", "gateway-3"}
+    assert result.status["waiting"] == 100
+    [cond] = result.conditions
+    assert (cond.status, cond.reason) == ("False", "MaxShardsReached")
+
+
+def test_unread_tickets_keep_every_gateway():
+    observed = as_observed(reconcile(spec(), []))
+    request = StepRequest(xr=XR, observed=observed, lookups={pool.CLAIMS: claims_on(1, 8)})
+    assert gateways(pool.run(spec(), request)) == observed  # no shard 2 yet
+
+
+def test_waiters_keep_a_shard_the_pool_would_otherwise_drain():
+    # Shard 2 is empty and shard 1 alone (8 free) keeps the headroom, but six tenants wait.
+    grown = reconcile(spec(), claims_on(1, 7))
+    assert set(gateways(grown)) == {"gateway-1", "gateway-2"}
+    result = reconcile(spec(), claims_on(1, 1), observed=as_observed(grown), tickets=line(6))
+    gateway = gateways(result)["gateway-2"]
+    assert gateway["metadata"]["labels"][labels.ACCEPTING] == "true"  # not draining

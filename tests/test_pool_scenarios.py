@@ -42,7 +42,7 @@ class PoolWorld(World):
         self.pool_sim = Crossplane(
             self.cluster,
             mode=mode,
-            pipeline=[Step("pool", FunctionRunner(), self.pool_input)],
+            pipeline=[Step("pool", FunctionRunner(clock=self.cluster.time), self.pool_input)],
             rng=random.Random(99),
         )
         self.pool_xr = self.pool_sim.create_xr("tcp.example.org/v1", "XGatewayPool", POOL)

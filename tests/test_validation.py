@@ -75,7 +75,10 @@ def test_every_gateway_the_pool_step_emits_is_valid(crd_validator, wrap):
     )  # fmt: skip
     claims = [claim(10000 + i, 1, wrapped=wrap) for i in range(90)]
     result = pool.run(
-        spec, StepRequest(xr={"metadata": {"name": "p"}}, lookups={pool.CLAIMS: claims})
+        spec,
+        StepRequest(
+            xr={"metadata": {"name": "p"}}, lookups={pool.CLAIMS: claims, pool.TICKETS: []}
+        ),
     )
     assert len(result.resources) == 2
     for desired in result.resources.values():

@@ -164,7 +164,7 @@ class _Pool:
         request = StepRequest(
             xr={"apiVersion": "plan/v1", "kind": "XGatewayPool", "metadata": {"name": POOL}},
             observed=self.observed,
-            lookups={pool.CLAIMS: self.all_claims()},
+            lookups={pool.CLAIMS: self.all_claims(), allocation.TICKETS: []},  # nobody waits
         )
         result: StepResult = pool.run(self.spec, request)
         if result.fatal:
