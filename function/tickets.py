@@ -20,6 +20,7 @@ creation time, so a holder that comes back takes its old place once it renews.
 """
 
 import datetime
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -74,9 +75,11 @@ def micro_time(instant: datetime.datetime) -> str:
 def lease_duration(value: object) -> int | None:
     """`spec.leaseDurationSeconds` as whole seconds (a Struct number is a float), capped at
     MAX_TTL; None if it is not a positive whole number."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
-    return min(int(value), MAX_TTL) if value >= 1 else None
+    if value != int(value) or value < 1:
+        return None
+    return min(int(value), MAX_TTL)
 
 
 @dataclass(frozen=True, order=True)
@@ -90,9 +93,7 @@ class Ticket:
 
     def live(self, now: datetime.datetime) -> bool:
         """Renewed within its time to live (and not from a time ahead of ours)."""
-        if self.renewed is None:
-            return False
-        return self.renewed - SKEW <= now < self.renewed + datetime.timedelta(seconds=self.ttl)
+        return self.renewed is not None and _within(now - self.renewed, self.ttl)
 
 
 def parse(obj: object) -> Ticket | None:
@@ -141,9 +142,11 @@ def renew_time(lease: dict | None, now: datetime.datetime, ttl: int) -> str:
     kept_ttl = lease_duration(
         fieldpath.get(lease, "spec.leaseDurationSeconds", None) if lease else None
     )
-    due = (
-        renewed is None
-        or kept_ttl != ttl
-        or not (renewed - SKEW <= now < renewed + datetime.timedelta(seconds=ttl / 2))
-    )
+    due = renewed is None or kept_ttl != ttl or not _within(now - renewed, ttl / 2)
     return micro_time(now) if due else previous
+
+
+def _within(age: datetime.timedelta, seconds: float) -> bool:
+    """An age (now - renewTime) below `seconds`, and not from further ahead than SKEW.
+    Differences, not sums: a renewTime near year 1 or 9999 must not overflow."""
+    return -SKEW <= age < datetime.timedelta(seconds=seconds)

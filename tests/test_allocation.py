@@ -2,6 +2,8 @@
 
 import datetime
 
+import pytest
+
 from function import allocation, claims, labels, shards
 from function.allocation import Phase, Pool
 from function.inputs import StaticGateway
@@ -500,3 +502,28 @@ def test_a_ticket_states_its_own_time_to_live():
     )
     decision, _ = run_loop(POOL, "uid-me", None, available, now=NOW)
     assert (decision.phase, decision.ahead) == (Phase.QUEUED, 1)
+
+
+@pytest.mark.parametrize(
+    ("renew_time", "duration", "ahead"),
+    [
+        ("9999-12-31T23:59:59.999999Z", 900, 0),  # no renewal this step wrote
+        ("0001-01-01T00:00:00+14:00", 900, 0),
+        ("yesterday", 900, 0),  # unreadable: its creation, an hour ago, counts
+        (ago(16), float("inf"), 0),  # unreadable: the default 15 minutes
+        (ago(16), float("nan"), 0),
+        (ago(16), -5, 0),
+        (ago(16), True, 0),
+        (ago(30), 1e12, 1),  # capped at a day: alive after 30 minutes
+        (ago(25 * 60), 1e12, 0),  # and expired after the day
+    ],
+)
+def test_a_ticket_with_hostile_times_raises_nothing_and_holds_nobody_up_for_long(
+    renew_time, duration, ahead
+):
+    available = one_free_slot(ago(0))
+    stuck = available["tcp-tickets"][0]
+    stuck["spec"].update(renewTime=renew_time, leaseDurationSeconds=duration)
+    decision, _ = run_loop(POOL, "uid-me", None, available, now=NOW)
+    assert decision.ahead == ahead
+    assert (decision.phase is Phase.CLAIM) == (ahead == 0)

@@ -371,11 +371,15 @@ def test_a_blocked_claim_is_kept_but_never_used_nor_released():
 RENEWED = datetime.datetime(2026, 11, 26, 10, 0, tzinfo=datetime.UTC)
 
 
-def waiting(wrapped: bool, minutes_since_renewal: float, **changes):
+def waiting(
+    wrapped: bool,
+    minutes_since_renewal: float,
+    renewed: str = "2026-11-26T10:00:00.000000Z",
+    **changes,
+):
     """A tenant queued on a full shard, whose ticket was last renewed at RENEWED: the step
     `minutes_since_renewal` later. Returns the ticket it emits (the Lease itself)."""
     available = pool(gateway(1, capacity=2, ports="10000-10001"), claims={1: [claim(10000)]})
-    renewed = "2026-11-26T10:00:00.000000Z"
     had = ticket(XR["metadata"]["uid"], "2026-11-26T09:00:00Z", renewed=renewed, wrapped=wrapped)
     available["tcp-tickets"] = [had]
     if wrapped:
@@ -403,6 +407,12 @@ def test_a_waiting_tenant_renews_its_ticket_only_once_half_its_life_has_passed(
 def test_a_new_ticket_time_to_live_is_written_at_once():
     _, lease = waiting(False, 1, ticketTTLSeconds=3600)
     assert lease["spec"]["leaseDurationSeconds"] == 3600
+    assert lease["spec"]["renewTime"] == "2026-11-26T10:01:00.000000Z"
+
+
+@pytest.mark.parametrize("renewed", ["9999-12-31T23:59:59.999999Z", "soon", ""])
+def test_a_ticket_renewed_at_no_time_this_step_wrote_is_renewed_now(renewed):
+    _, lease = waiting(False, 1, renewed=renewed)
     assert lease["spec"]["renewTime"] == "2026-11-26T10:01:00.000000Z"
 
 
