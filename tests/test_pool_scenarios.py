@@ -119,6 +119,24 @@ def test_exoscale_pool_grows_in_bursts_and_shrinks_without_moving_anyone(mode):
     world.close()
 
 
+@pytest.mark.parametrize("mode", ["v2", "v1"])
+def test_a_line_longer_than_the_headroom_is_served_by_new_shards_at_once(mode):
+    world = PoolWorld(mode=mode, provider="exoscale", capacity=10, headroom=3)
+    world.reconcile_pool()
+    names = [f"t{i:02d}" for i in range(25)]
+    for name in names:
+        world.create_tenant(name)
+    world.round(names)  # nine claim shard 1's slots; sixteen wait in line
+    assert len(world.claims()) == 9
+    world.reconcile_pool()
+    # One reconcile adds room for the whole line plus the headroom: 16 + 3 <= 3 x 9.
+    assert len(world.shards()) == 4
+    assert world.pool_sim.get_xr(world.pool_xr)["status"]["pool"]["waiting"] == 16
+    world.until_everyone_holds_a_port(names, rounds=3)
+    world.check_pool()
+    world.close()
+
+
 def test_cloudscale_pool_of_a_thousand_tenants():
     world = PoolWorld(mode="v2", provider="cloudscale", capacity=100, headroom=5)
     world.reconcile_pool()
