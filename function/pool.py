@@ -91,6 +91,7 @@ class Usage:
     ports: dict[int, set[int]] = field(default_factory=dict)
     orphans: list[str] = field(default_factory=list)  # claims naming no usable shard
     strays: list[str] = field(default_factory=list)  # claims outside their shard's slice
+    holders: set[str] = field(default_factory=set)  # who holds a claim it may use
     waiting: int = 0  # live waiters: tenants in line that hold no claim
 
     def used(self, index: int) -> int:
@@ -133,7 +134,8 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
 
     slices = _recorded_slices(spec, request, observed)
     usage = _usage(spec, objects, slices, result)
-    usage.waiting = _waiting(spec, waiting_tickets, objects, request)
+    line = tickets.line(waiting_tickets, spec.namespace, request.now)
+    usage.waiting = sum(1 for ticket in line if ticket.holder not in usage.holders)
     count, draining = _shard_count(
         spec, usage, observed, slices, complete=bool(objects), result=result
     )
@@ -283,6 +285,8 @@ def _usage(spec: GatewayPool, objects: list, slices: "Slices", result: StepResul
             name = fieldpath.text(obj, "metadata.name") or "?"
             result.results.append(Result(WARNING, f"skipped claim {name}: it names no port"))
             continue
+        if claim.holder and not claim.blocked:  # a blocked claim is no port: it waits
+            usage.holders.add(claim.holder)
         if claim.shard is None or not 1 <= claim.shard <= _max_index(spec, slices):
             # No shard of the pool, nor one it may ever have: it never makes one.
             usage.orphans.append(claim.name)
@@ -304,18 +308,6 @@ def _usage(spec: GatewayPool, objects: list, slices: "Slices", result: StepResul
             )
         )
     return usage
-
-
-def _waiting(spec: GatewayPool, objects: list, claims: list, request: StepRequest) -> int:
-    """Tenants waiting for a port: holders of a live ticket that hold no claim (a blocked
-    claim is no port: its holder is moving, and waits like a newcomer)."""
-    placed = set()
-    for obj in claims:
-        claim = claimlib.parse(obj) if isinstance(obj, dict) else None
-        if claim is not None and claim.holder and not claim.blocked:
-            placed.add(claim.holder)
-    line = tickets.line(objects, spec.namespace, request.now)
-    return sum(1 for ticket in line if ticket.holder not in placed)
 
 
 def _max_index(spec: GatewayPool, slices: "Slices") -> int:

@@ -356,3 +356,10 @@ def test_waiters_keep_a_shard_the_pool_would_otherwise_drain():
     result = reconcile(spec(), claims_on(1, 1), observed=as_observed(grown), tickets=line(6))
     gateway = gateways(result)["gateway-2"]
     assert gateway["metadata"]["labels"][labels.ACCEPTING] == "true"  # not draining
+
+
+def test_a_tenant_moving_off_a_blocked_claim_is_waiting():
+    blocked = claim(10008, 1, holder="uid-wait-0")
+    blocked["metadata"]["annotations"][labels.BLOCKED] = "port 10008 is taken by an older listener"
+    result = reconcile(spec(), [*claims_on(1, 8), blocked], tickets=line(1))
+    assert result.status["waiting"] == 1
