@@ -406,7 +406,8 @@ class GatewayPool(_Model):
     wrap: Wrap | None = Field(
         default=None,
         description="Wrap Gateways in provider-kubernetes Objects; required on Crossplane v1.x. "
-        "Must match the tenant steps' wrap: it decides whether claims are Leases or Objects.",
+        "Must match the tenant steps' wrap: it decides whether claims and tickets are Leases or "
+        "Objects.",
     )
 
     @field_validator("pool", "namespace")
