@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import datetime
 import itertools
 import uuid
 from collections import defaultdict
@@ -28,7 +29,7 @@ from function.builders.gateway import shard_gateway
 from function.builders.lease import claim as build_claim
 from function.builders.lease import ticket as build_ticket
 from function.builders.object import wrap
-from function.tickets import ticket_name
+from function.tickets import DEFAULT_TTL, micro_time, ticket_name
 from tests import world as world_module
 from tests.factories import NS
 from tests.simulator import dict_to_struct
@@ -197,7 +198,13 @@ def ticket_object(pool: str, tenant: int, mode: str) -> dict:
     owner = f"{pool}-w{tenant}"
     owner_uid = _uid(1_000_000 + tenant)
     lease = build_ticket(
-        name=ticket_name(pool, owner_uid), namespace=NS, pool=pool, owner=owner, holder=owner_uid
+        name=ticket_name(pool, owner_uid),
+        namespace=NS,
+        pool=pool,
+        owner=owner,
+        holder=owner_uid,
+        renewed=micro_time(datetime.datetime.now(datetime.UTC)),  # live while the bench runs
+        ttl=DEFAULT_TTL,
     )
     return stored(lease, mode, owner=(owner, owner_uid), key="tcp-ticket")
 

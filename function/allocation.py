@@ -10,9 +10,9 @@ Per reconcile of a tenant XR:
 3. Use: the next reconcile observes the claim as held (rule 1) and builds the data path.
 4. Lost race: a claim another XR got first never shows up as observed; we just claim again
    from a fresher view. Waiting tenants queue up (function/tickets.py): each composes a
-   ticket with its first claim, and the waiters, oldest ticket first, take the free slots
-   of the candidate shards in order, so a loser does not lose again to a tenant that read
-   the same view.
+   ticket with its first claim, and the waiters, oldest live ticket first, take the free
+   slots of the candidate shards in order, so a loser does not lose again to a tenant that
+   read the same view. An expired ticket (its holder stopped renewing it) holds nobody up.
 5. Pool full / no shards: nothing new is emitted.
 6. Partial view: while a lookup is unresolved the decision is PENDING and the caller keeps
    everything the XR already has.
@@ -22,6 +22,7 @@ resolved so far, so Crossplane's requirement loop converges: gateways → (all g
 claims of the first window of candidates → claims of the next window → stable.
 """
 
+import datetime
 import enum
 from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
@@ -170,6 +171,7 @@ class Decision:
     adopted: bool = False
     ticket: bool = False  # the XR waits for a port: it composes its ticket (tickets.py)
     ahead: int = 0  # waiters before this XR in the queue
+    timed: bool = False  # tickets were judged by the clock: it depends on the time too
 
 
 @dataclass
@@ -210,6 +212,7 @@ def decide(
     owner: str | None = None,
     searching: bool = False,
     avoid: frozenset[int] = frozenset(),
+    now: datetime.datetime | None = None,
 ) -> Decision:
     """Run the protocol for one XR. `lookups` maps requirement name -> list of objects;
     a missing name means Crossplane has not resolved that requirement yet. `attempt` counts
@@ -217,11 +220,12 @@ def decide(
     ports its earlier claims failed on (a claim nobody in view holds may still exist, e.g.
     an adopted one labelled for another shard: never try one name forever). `owner` is the
     XR's owner label value: its own claims are looked up by it. `searching`: its last
-    reconcile found no slot in reach (PoolFull, Queued): it looks further this time."""
+    reconcile found no slot in reach (PoolFull, Queued): it looks further this time.
+    `now`: the time tickets are judged by (None, an in-memory plan: every ticket is live)."""
     if held is not None:
         return _sticky(pool, held, lookups)
     if owner is None:
-        return _claim_first(pool, identity, lookups, attempt, adopt, searching, avoid)
+        return _claim_first(pool, identity, lookups, attempt, adopt, searching, avoid, now)
     # The XR as Crossplane shows it may lag behind the lookups: a claim this XR holds that
     # it does not show is still its allocation (never a second port).
     own = pool.own_claims(owner)
@@ -231,7 +235,7 @@ def decide(
     decision = (
         _sticky(pool, mine[0], lookups)
         if mine
-        else _claim_first(pool, identity, lookups, attempt, adopt, searching, avoid)
+        else _claim_first(pool, identity, lookups, attempt, adopt, searching, avoid, now)
     )
     decision.requirements.insert(0, own)
     if found is None and decision.phase is not Phase.PENDING:
@@ -273,6 +277,7 @@ def _claim_first(
     adopt: Adoption | None,
     searching: bool = False,
     avoid: frozenset[int] = frozenset(),
+    now: datetime.datetime | None = None,
 ) -> Decision:
     decision = Decision(Phase.PENDING)
     old = _legacy(pool, lookups, decision, adopt)
@@ -289,7 +294,7 @@ def _claim_first(
         return found
 
     decision.ticket = True
-    return _choose(pool, identity, lookups, attempt, decision, view, True, searching)
+    return _choose(pool, identity, lookups, attempt, decision, view, True, searching, now)
 
 
 def _choose(
@@ -301,16 +306,20 @@ def _choose(
     view,
     queued: bool = False,
     searching: bool = False,
+    now: datetime.datetime | None = None,
 ):
     """Pick a shard and a port from what `view` says of each candidate shard. `queued`:
-    waiting tenants take the free slots in the order of their tickets."""
+    waiting tenants take the free slots in the order of their live tickets."""
     shards = _pool_shards(pool, lookups, decision)
     line = None
+    read = 0  # tickets read, live or not: each costs request size
     if queued:
         requirement = pool.tickets()
         decision.requirements.append(requirement)
         objects = lookups.get(requirement.name)
-        line = None if objects is None else tickets.line(objects, pool.namespace)
+        line = None if objects is None else tickets.line(objects, pool.namespace, now)
+        read = len(objects or ())
+        decision.timed = objects is not None and now is not None
     if shards is None:
         decision.phase = Phase.PENDING
         return decision
@@ -333,7 +342,8 @@ def _choose(
     slots: list[tuple[Shard, int]] = []
     claimed: set[int] = set()
     waiters: list[str] | None = None
-    budget = CLAIM_BUDGET - len(line or [])
+    # Not the live tickets: the windows (and so the requirements) must not change with time.
+    budget = CLAIM_BUDGET - read
     reach = windows(ordered, budget)
     if searching and sum(map(len, reach)) < len(ordered):
         # Its reach had no slot for it last time, and there is more to the pool (shards

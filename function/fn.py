@@ -1,6 +1,8 @@
 """The Crossplane adapter: protobuf request in, protobuf response out. No policy here."""
 
 import collections
+import collections.abc
+import datetime
 import functools
 import hashlib
 import os
@@ -30,35 +32,47 @@ _STATUS = {
 CACHE_SIZE = int(os.environ.get("TCP_ACCESS_RESPONSE_CACHE", "4096"))
 MAX_CACHED_REQUEST = 1 << 20
 
+Clock = collections.abc.Callable[[], datetime.datetime]
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
 
 class FunctionRunner(grpcv1.FunctionRunnerServiceServicer):
     """Serves RunFunction for the TCPAccess and GatewayPool steps."""
 
-    def __init__(self, cache_size: int = CACHE_SIZE):
+    def __init__(self, cache_size: int = CACHE_SIZE, clock: Clock | None = None):
         self.log = logging.get_logger()
         self.responses = ResponseCache(cache_size)
+        self.clock = clock or utc_now
 
     async def RunFunction(
         self, req: fnv1.RunFunctionRequest, _: grpc.aio.ServicerContext | None = None
     ) -> fnv1.RunFunctionResponse:
         return self.responses.get_or_compute(req, self._compute)
 
-    def _compute(self, req: fnv1.RunFunctionRequest) -> fnv1.RunFunctionResponse:
+    def _compute(self, req: fnv1.RunFunctionRequest) -> tuple[fnv1.RunFunctionResponse, bool]:
+        """The response, and whether it may be cached (it does not depend on the time)."""
         rsp = response.to(req)
         try:
-            write(rsp, run(req), speaks_required_resources(req))
+            result = run(req, self.clock())
+            write(rsp, result, speaks_required_resources(req))
         except Exception as err:  # an escaping exception would be a gRPC error: report it
             self.log.exception("unexpected error")
             rsp = response.to(req)  # drop whatever was half written
             response.fatal(rsp, f"internal error in function-tcp-access: {err!r}")
-        return rsp
+            return rsp, True
+        return rsp, not result.timed
 
 
 class ResponseCache:
-    """The response is a pure function of the request, and a settled tenant's reconciles
-    send the same request every time: answer those from a bounded LRU of serialized
+    """A settled tenant's reconciles send the same request every time, and its response is
+    a pure function of the request: answer those from a bounded LRU of serialized
     responses instead of computing them again. Not state: a hit returns exactly what the
-    computation would (TCP_ACCESS_RESPONSE_CACHE=0 turns it off)."""
+    computation would (TCP_ACCESS_RESPONSE_CACHE=0 turns it off). A response that also
+    depends on the time (a waiting tenant's tickets, judged and renewed by the clock) is
+    not kept: the same request may need another answer later."""
 
     def __init__(self, size: int):
         self.size = size
@@ -70,7 +84,7 @@ class ResponseCache:
         # A pool step's request of thousands of claims is neither repeated often nor cheap to
         # hash and keep: compute it.
         if self.size <= 0 or req.ByteSize() > MAX_CACHED_REQUEST:
-            return compute(req)
+            return compute(req)[0]
         # The bytes as they came (not re-sorted): a request that serialises differently only
         # misses the cache. A hit returns the stored message itself: it is only serialised.
         key = hashlib.sha256(req.SerializeToString()).digest()
@@ -78,7 +92,9 @@ class ResponseCache:
         if hit is not None:
             self._entries.move_to_end(key)
             return hit
-        rsp = compute(req)
+        rsp, cacheable = compute(req)
+        if not cacheable:
+            return rsp
         self._entries[key] = rsp
         if len(self._entries) > self.size:
             self._entries.popitem(last=False)
@@ -88,12 +104,12 @@ class ResponseCache:
 STEPS = {"TCPAccess": (TCPAccess, tenant), "GatewayPool": (GatewayPool, pool)}
 
 
-def run(req: fnv1.RunFunctionRequest) -> StepResult:
+def run(req: fnv1.RunFunctionRequest, now: datetime.datetime) -> StepResult:
     raw = req.input.SerializeToString(deterministic=True) if req.HasField("input") else b""
     spec = parse_input(raw)
     if isinstance(spec, StepResult):
         return spec
-    return STEPS[spec.kind][1].run(spec, read(req))
+    return STEPS[spec.kind][1].run(spec, read(req, now))
 
 
 @functools.lru_cache(maxsize=64)
@@ -118,7 +134,7 @@ def describe(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def read(req: fnv1.RunFunctionRequest) -> StepRequest:
+def read(req: fnv1.RunFunctionRequest, now: datetime.datetime | None = None) -> StepRequest:
     lookups: dict[str, structs.Objects] = {}
     # Crossplane v1.x fills extra_resources, v2 required_resources: read both, and the
     # same name only once (a v2 that answers both fields sends every lookup twice).
@@ -135,6 +151,7 @@ def read(req: fnv1.RunFunctionRequest) -> StepRequest:
         connection=dict(req.observed.composite.connection_details),
         desired=structs.Resources(req.desired.resources),
         desired_connection=dict(req.desired.composite.connection_details),
+        now=now or utc_now(),
     )
 
 

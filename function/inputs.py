@@ -19,6 +19,7 @@ from pydantic import (
 
 from function import fieldpath
 from function.names import is_dns_1035_label, is_dns_label, is_dns_subdomain
+from function.tickets import DEFAULT_TTL, MAX_TTL
 
 API_VERSION = "tcp.fn.servala.io/v1alpha1"
 
@@ -370,6 +371,16 @@ class TCPAccess(_Model):
     connectionSecret: ConnectionSecret | None = Field(
         default=None, description="Also compose a Secret with the connection details."
     )
+    ticketTTLSeconds: int = Field(
+        default=DEFAULT_TTL,
+        ge=60,
+        le=MAX_TTL,
+        description="Time to live of a waiting tenant's ticket (its Lease's "
+        "leaseDurationSeconds): the tenant renews it while it waits, once half of it has "
+        "passed; an XR that stops reconciling (paused, failing in a later step, deleted "
+        "without garbage collection) holds up the queue for at most this long. Keep it well "
+        "above the XRs' poll interval.",
+    )
 
     @field_validator("pool", "gatewayNamespace", "listenerName")
     @classmethod
@@ -520,7 +531,8 @@ class GatewayPool(_Model):
     wrap: Wrap | None = Field(
         default=None,
         description="Wrap Gateways in provider-kubernetes Objects; required on Crossplane v1.x. "
-        "Must match the tenant steps' wrap: it decides whether claims are Leases or Objects.",
+        "Must match the tenant steps' wrap: it decides whether claims and tickets are Leases or "
+        "Objects.",
     )
 
     @field_validator("pool", "namespace")

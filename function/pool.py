@@ -7,6 +7,10 @@ publishes utilisation. Shards holding a claim or carrying a tenant listener are 
 removed; trailing empty ones above minShards go only when the rest still keep the headroom,
 and only on a complete view.
 
+It also reads the pool's tickets (function/tickets.py): the live waiters (tenants in line
+with no claim) are about to take free slots, so the pool keeps its headroom beyond them, and
+a queue longer than the headroom is served by new shards, not by waiting for deletions.
+
 A shard's slice of ports (and so its own listener port, the slice's last) is fixed for its
 life: it is read back from the pool's record (its status, else the shard's Gateway), never
 recomputed from the current input. Input changes (`capacity`, `ports`) shape new shards
@@ -17,8 +21,8 @@ import re
 from dataclasses import dataclass, field
 
 from function import claims as claimlib
-from function import fieldpath, labels, listeners
-from function.allocation import Pool, Requirement
+from function import fieldpath, labels, listeners, tickets
+from function.allocation import TICKETS, Pool, Requirement
 from function.builders.gateway import shard_gateway
 from function.builders.object import wrap
 from function.flavours import FLAVOURS
@@ -93,6 +97,8 @@ class Usage:
     listeners: dict[int, set[int]] = field(default_factory=dict)  # ports listened on
     orphans: list[str] = field(default_factory=list)  # claims naming no usable shard
     strays: list[str] = field(default_factory=list)  # claims outside their shard's slice
+    holders: set[str] = field(default_factory=set)  # who holds a claim it may use
+    waiting: int = 0  # live waiters: tenants in line that hold no claim
 
     def taken(self, index: int) -> set[int]:
         # A cluster-scoped tenant has a claim and a listener on one port: one slot.
@@ -116,9 +122,17 @@ class Usage:
         return max(0, min(slots, ports.width - 1 - len(unavailable)))
 
 
+def _pool(spec: GatewayPool) -> Pool:
+    return Pool(name=spec.pool, namespace=spec.namespace, wrapped=spec.wrap is not None)
+
+
 def claims_requirement(spec: GatewayPool) -> Requirement:
-    pool = Pool(name=spec.pool, namespace=spec.namespace, wrapped=spec.wrap is not None)
-    return pool.claim_lookup(CLAIMS)
+    return _pool(spec).claim_lookup(CLAIMS)
+
+
+def tickets_requirement(spec: GatewayPool) -> Requirement:
+    """The pool's tickets, as the tenant step reads them (and so with the same fields)."""
+    return _pool(spec).tickets()
 
 
 def listener_sets_requirement(spec: GatewayPool) -> Requirement:
@@ -156,7 +170,10 @@ def read_listener_sets(
 
 def run(spec: GatewayPool, request: StepRequest) -> StepResult:
     requirement = claims_requirement(spec)
-    result = StepResult(status_path=spec.statusPath, requirements=[requirement])
+    result = StepResult(
+        status_path=spec.statusPath, requirements=[requirement, tickets_requirement(spec)]
+    )
+    result.timed = True  # live waiters are judged by the clock
     clash = fieldpath.clash(request.desired_xr, spec.statusPath)
     if clash:  # another step's value where the pool reports: never overwrite it
         return StepResult(results=[Result("Fatal", f"statusPath: in the desired XR, {clash}")])
@@ -167,7 +184,8 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
     observed = _observed_shards(request)
     objects = request.lookups.get(CLAIMS)
     listener_sets = read_listener_sets(spec, request, result)
-    if objects is None or listener_sets is None:
+    waiting_tickets = request.lookups.get(TICKETS)
+    if objects is None or listener_sets is None or waiting_tickets is None:
         # Not read yet: keep every Gateway as it is.
         for index, obj in observed.items():
             result.resources[gateway_key(index)] = Desired(keep(obj), _programmed(obj, spec))
@@ -186,6 +204,8 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
     _count_listeners(spec, usage, listener_sets, set(observed) | set(slices.recorded))
     # Shrink only on evidence from both lookups: an empty one may be a cold cache.
     complete = bool(objects) and bool(listener_sets)
+    line = tickets.line(waiting_tickets, spec.namespace, request.now)
+    usage.waiting = sum(1 for ticket in line if ticket.holder not in usage.holders)
     count, draining = _shard_count(spec, usage, observed, slices, complete=complete, result=result)
     shard_status = []
     for index in range(1, count + 1):
@@ -238,6 +258,7 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         },
         # Every listener is a port of the shard's LoadBalancer Service, and so a NodePort.
         "nodePorts": listeners,
+        "waiting": usage.waiting,
     }
     missing = sorted(i for i in usage.ports if i not in observed and i <= count)
     if missing and observed:
@@ -332,6 +353,8 @@ def _usage(spec: GatewayPool, objects: list, slices: "Slices", result: StepResul
             result.results.append(Result(WARNING, f"skipped claim {name}: it names no port"))
             continue
         usage.held.add(claim.port)
+        if claim.holder and not claim.blocked:  # a blocked claim is no port: it waits
+            usage.holders.add(claim.holder)
         if claim.shard is None or not 1 <= claim.shard <= _max_index(spec, slices):
             # No shard of the pool, nor one it may ever have: it never makes one.
             usage.orphans.append(claim.name)
@@ -389,6 +412,10 @@ def _shard_count(
             usage.free(i, slices[i], _capacity(spec, slices[i])) for i in range(1, count + 1)
         )
 
+    def spare(count: int) -> int:
+        """Free slots the waiters leave: what the headroom is kept on."""
+        return free(count) - usage.waiting
+
     # A claim brings back the shard it names only with a port in that shard's slice: a
     # claim's labels are no reason to compose a load balancer.
     claimed = max(
@@ -398,7 +425,7 @@ def _shard_count(
     existing = max(observed, default=0)
     count = max(existing, claimed)
     conflict = None
-    while count < spec.maxShards and (count < spec.minShards or free(count) < spec.headroom):
+    while count < spec.maxShards and (count < spec.minShards or spare(count) < spec.headroom):
         conflict = slices.conflict(count + 1, usage)
         if conflict:
             break
@@ -409,8 +436,11 @@ def _shard_count(
         message = f"pool {spec.pool} cannot add a shard: {conflict}; change ports or capacity"
         result.results.append(Result(WARNING, message, "SliceConflict"))
         result.conditions.append(Condition(CONDITION, "False", "SliceConflict", message))
-    elif free(count) < spec.headroom:
-        message = f"pool {spec.pool} has {free(count)} free slots at maxShards {spec.maxShards}"
+    elif spare(count) < spec.headroom:
+        message = (
+            f"pool {spec.pool} has {free(count)} free slots for {usage.waiting} waiting "
+            f"tenant(s) at maxShards {spec.maxShards}"
+        )
         result.results.append(Result(WARNING, message, "MaxShardsReached"))
         result.conditions.append(Condition(CONDITION, "False", "MaxShardsReached", message))
     else:
@@ -423,7 +453,7 @@ def _shard_count(
     # tenants (drains), and only a shard already observed draining and still empty goes.
     draining: set[int] = set()
     holding = max(usage.holding(), default=0)  # never below a shard that carries a tenant
-    while complete and count > max(spec.minShards, holding) and free(count - 1) >= spec.headroom:
+    while complete and count > max(spec.minShards, holding) and spare(count - 1) >= spec.headroom:
         if not _drained(observed.get(count), spec):
             draining.add(count)
             break

@@ -1,5 +1,6 @@
 """The plain-data view of one function call that the core works on (no protobuf here)."""
 
+import datetime
 from dataclasses import dataclass, field
 
 from function.allocation import Requirement
@@ -18,6 +19,8 @@ class StepRequest:
     connection: dict[str, bytes] = field(default_factory=dict)  # observed XR connection details
     desired: dict[str, dict] = field(default_factory=dict)  # earlier steps' composed resources
     desired_connection: dict[str, bytes] = field(default_factory=dict)  # earlier steps' details
+    # The time tickets are judged and renewed by; the shell passes its clock's.
+    now: datetime.datetime = field(default_factory=lambda: datetime.datetime.now(datetime.UTC))
 
 
 @dataclass
@@ -51,6 +54,9 @@ class StepResult:
     conditions: list[Condition] = field(default_factory=list)
     results: list[Result] = field(default_factory=list)
     requirements: list[Requirement] = field(default_factory=list)
+    # The result depends on `now` (tickets were judged or renewed), not on the request alone:
+    # the same request may need another answer later, so it is not answered from a cache.
+    timed: bool = False
 
     @property
     def fatal(self) -> bool:

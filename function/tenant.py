@@ -161,11 +161,13 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
             owner=label_value(tenant.name),
             searching=_last_phase(spec, request) in NO_SLOT,
             avoid=frozenset(tried_ports(spec, request)[:-1]),
+            now=request.now,
         )
         _moving(decision, mine.blocked)
         _bounded(decision, mine.blocked)
 
     result = StepResult(status_path=spec.statusPath, requirements=decision.requirements)
+    result.timed = decision.timed
     result.results.extend(Result(WARNING, w) for w in (*tenant.warnings, *decision.warnings))
     # Rule 6 and its corollaries: whatever the XR has of ours is returned unchanged unless
     # we deliberately build it anew below.
@@ -806,14 +808,19 @@ def _publish(spec, request: StepRequest, endpoint, result: StepResult) -> None:
 
 
 def _queue(spec: TCPAccess, request: StepRequest, tenant: Tenant, result: StepResult):
-    """Compose the XR's ticket: its place in the queue of tenants waiting for a port."""
+    """Compose the XR's ticket: its place in the queue of tenants waiting for a port,
+    renewed once half of its time to live has passed."""
+    had = _manifest(request.observed.get(tickets.KEY), spec.wrap is not None)
     ticket = build_ticket(
         name=tickets.ticket_name(spec.pool, tenant.identity),
         namespace=spec.gatewayNamespace,
         pool=spec.pool,
         owner=tenant.name,
         holder=tenant.identity,
+        renewed=tickets.renew_time(had, request.now, spec.ticketTTLSeconds),
+        ttl=spec.ticketTTLSeconds,
     )
+    result.timed = True  # whether it renews depends on the time
     if spec.wrap is not None:
         ticket = wrap(ticket, provider_config=tenant.provider_config)
     result.resources[tickets.KEY] = Desired(ticket, tickets.KEY in request.observed)

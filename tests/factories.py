@@ -7,7 +7,7 @@ from function.builders.lease import ticket as build_ticket
 from function.builders.listenerset import listener_set as build_listener_set
 from function.builders.object import wrap
 from function.flavours import FLAVOURS
-from function.tickets import ticket_name
+from function.tickets import DEFAULT_TTL, micro_time, parse_time, ticket_name
 
 NS = "tcp-gateways"
 
@@ -112,10 +112,25 @@ def tenant_listener_set(
     return obj
 
 
-def ticket(holder: str, created: str, *, pool: str = "postgresql", wrapped: bool = False) -> dict:
-    """A waiting tenant's ticket as a lookup returns it, created at `created`."""
+def ticket(
+    holder: str,
+    created: str,
+    *,
+    pool: str = "postgresql",
+    wrapped: bool = False,
+    renewed: str | None = None,
+    ttl: int = DEFAULT_TTL,
+) -> dict:
+    """A waiting tenant's ticket as a lookup returns it, created at `created` and last
+    renewed at `renewed` (default: when it was created)."""
     lease = build_ticket(
-        name=ticket_name(pool, holder), namespace=NS, pool=pool, owner=holder, holder=holder
+        name=ticket_name(pool, holder),
+        namespace=NS,
+        pool=pool,
+        owner=holder,
+        holder=holder,
+        renewed=renewed or micro_time(parse_time(created)),
+        ttl=ttl,
     )
     obj = wrap(lease, provider_config="kubernetes") if wrapped else lease
     obj["metadata"]["creationTimestamp"] = created

@@ -11,6 +11,7 @@ document), replayed here because only this function runs in the tests.
 """
 
 import asyncio
+import datetime
 from pathlib import Path
 
 import yaml
@@ -23,6 +24,9 @@ from function.requirement import Requirement
 FUNCTION = "function-tcp-access"
 KEY = "crossplane.io/composition-resource-name"
 MAX_CALLS = 6  # Crossplane calls a step at most six times per requirements loop
+# The function's clock while rendering: a ticket's renewTime is the time it is written, so a
+# real render prints the time it runs; a fixed one keeps expected.yaml the same.
+RENDERED_AT = datetime.datetime(2026, 12, 2, 10, 0, tzinfo=datetime.UTC)
 
 
 def load(path: Path) -> list[dict]:
@@ -93,7 +97,7 @@ def render(folder: Path, *, mode: str = "v1") -> list[dict]:
     conditions: list = []
     for step in composition["spec"]["pipeline"]:
         runner = (
-            FunctionRunner()
+            FunctionRunner(clock=lambda: RENDERED_AT)
             if step["functionRef"]["name"] == FUNCTION
             else Replay(load(folder / f"{step['step']}.output.yaml"))
         )

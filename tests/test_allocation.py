@@ -1,5 +1,9 @@
 """The allocation protocol (DESIGN §4), rule by rule, on plain data."""
 
+import datetime
+
+import pytest
+
 from function import allocation, claims, labels, shards
 from function.allocation import Phase, Pool
 from function.inputs import StaticGateway
@@ -13,12 +17,12 @@ def resolve(decision, available: dict) -> dict:
     return {r.name: available.get(r.name, []) for r in decision.requirements}
 
 
-def run_loop(pool, identity, held, available, max_calls=6, owner=None):
+def run_loop(pool, identity, held, available, max_calls=6, owner=None, now=None):
     """Call `decide` until the requirements repeat, as Crossplane does; return the last."""
     lookups: dict = {}
     previous = None
     for call in range(1, max_calls + 1):
-        decision = allocation.decide(pool, identity, held, lookups, owner=owner)
+        decision = allocation.decide(pool, identity, held, lookups, owner=owner, now=now)
         if decision.requirements == previous:
             return decision, call
         previous = decision.requirements
@@ -577,3 +581,88 @@ def test_claim_views_take_the_ports_namespaced_tenants_listen_on_and_nothing_els
         assert decision.phase is Phase.CLAIM
         chosen.add(decision.allocation.port)
     assert chosen == {10001, 10002}
+
+
+# -- tickets are leases: an expired one holds nobody up ------------------------------------
+
+NOW = datetime.datetime(2026, 11, 26, 11, 0, tzinfo=datetime.UTC)
+
+
+def ago(minutes: int) -> str:
+    return (NOW - datetime.timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def one_free_slot(stuck_renewed: str) -> dict:
+    """A shard with one free slot; a tenant that queued first (renewed when given) ahead of
+    uid-me, which renewed its ticket a minute ago."""
+    return {
+        "tcp-gateways-accepting": [gateway(1, capacity=4, ports="10000-10003")],
+        "tcp-claims-shard-1": [claim(10000), claim(10001)],
+        "tcp-tickets": [
+            ticket("uid-stuck", "2026-11-26T10:00:00Z", renewed=stuck_renewed),
+            ticket("uid-me", "2026-11-26T10:30:00Z", renewed=ago(1)),
+        ],
+    }
+
+
+def test_an_expired_ticket_ahead_no_longer_holds_a_waiter_back():
+    # uid-stuck stopped reconciling (paused, failing later): its ticket is 16 minutes old.
+    decision, _ = run_loop(POOL, "uid-me", None, one_free_slot(ago(16)), now=NOW)
+    assert decision.phase is Phase.CLAIM
+    assert decision.allocation.port == 10002
+
+
+def test_a_live_ticket_ahead_still_holds_a_waiter_back():
+    decision, _ = run_loop(POOL, "uid-me", None, one_free_slot(ago(14)), now=NOW)
+    assert (decision.phase, decision.ahead) == (Phase.QUEUED, 1)
+
+
+def test_a_renewed_ticket_keeps_its_place_in_line_whenever_it_was_created():
+    # Created long ago, renewed just now: alive, and first by its creation time.
+    available = one_free_slot(ago(0))
+    decision, _ = run_loop(POOL, "uid-me", None, available, now=NOW)
+    assert (decision.phase, decision.ahead) == (Phase.QUEUED, 1)
+    first, _ = run_loop(POOL, "uid-stuck", None, available, now=NOW)
+    assert first.allocation.port == 10002
+
+
+def test_a_ticket_renewed_far_in_the_future_holds_nobody_up():
+    # No replica's clock is a day ahead: such a renewTime is no lease this step wrote.
+    future = (NOW + datetime.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    decision, _ = run_loop(POOL, "uid-me", None, one_free_slot(future), now=NOW)
+    assert decision.allocation.port == 10002
+
+
+def test_a_ticket_states_its_own_time_to_live():
+    # A tenant step with a one-hour TTL wrote it: 30 minutes after renewal it is alive.
+    available = one_free_slot(ago(30))
+    available["tcp-tickets"][0] = ticket(
+        "uid-stuck", "2026-11-26T10:00:00Z", renewed=ago(30), ttl=3600
+    )
+    decision, _ = run_loop(POOL, "uid-me", None, available, now=NOW)
+    assert (decision.phase, decision.ahead) == (Phase.QUEUED, 1)
+
+
+@pytest.mark.parametrize(
+    ("renew_time", "duration", "ahead"),
+    [
+        ("9999-12-31T23:59:59.999999Z", 900, 0),  # no renewal this step wrote
+        ("0001-01-01T00:00:00+14:00", 900, 0),
+        ("yesterday", 900, 0),  # unreadable: its creation, an hour ago, counts
+        (ago(16), float("inf"), 0),  # unreadable: the default 15 minutes
+        (ago(16), float("nan"), 0),
+        (ago(16), -5, 0),
+        (ago(16), True, 0),
+        (ago(30), 1e12, 1),  # capped at a day: alive after 30 minutes
+        (ago(25 * 60), 1e12, 0),  # and expired after the day
+    ],
+)
+def test_a_ticket_with_hostile_times_raises_nothing_and_holds_nobody_up_for_long(
+    renew_time, duration, ahead
+):
+    available = one_free_slot(ago(0))
+    stuck = available["tcp-tickets"][0]
+    stuck["spec"].update(renewTime=renew_time, leaseDurationSeconds=duration)
+    decision, _ = run_loop(POOL, "uid-me", None, available, now=NOW)
+    assert decision.ahead == ahead
+    assert (decision.phase is Phase.CLAIM) == (ahead == 0)

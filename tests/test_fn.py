@@ -1,13 +1,14 @@
 """The protobuf adapter: what Crossplane sees on the wire."""
 
 import asyncio
+import datetime
 
 import pytest
 from crossplane.function import resource
 from crossplane.function.proto.v1 import run_function_pb2 as fnv1
 
 from function import fn
-from tests.factories import NS, claim, gateway
+from tests.factories import NS, claim, gateway, ticket
 
 INPUT = {
     "apiVersion": "tcp.fn.servala.io/v1alpha1",
@@ -210,6 +211,36 @@ def test_a_repeated_request_is_answered_from_the_cache_with_the_same_response():
     assert other != first and len(runner.responses._entries) == 2
 
 
+def test_a_waiting_tenants_repeated_request_still_renews_its_ticket_when_due():
+    # Queued on a full shard, with its ticket renewed at 10:00: the request stays the same
+    # while it waits, but the answer changes with the time (the renewal falls due at 10:07:30).
+    had = ticket("u-db", "2026-11-26T09:00:00Z", renewed="2026-11-26T10:00:00.000000Z")
+    req = request(observed={"tcp-ticket": had})
+    lookups = {
+        "tcp-claims-own": [],
+        "tcp-gateways-accepting": [gateway(1, capacity=2, ports="10000-10001")],
+        "tcp-claims-shard-1": [claim(10000)],
+        "tcp-placed-shard-1": [],
+        "tcp-tickets": [had],
+    }
+    for name, objects in lookups.items():
+        req.required_resources[name].SetInParent()
+        for obj in objects:
+            req.required_resources[name].items.add().resource.update(obj)
+    clock = [datetime.datetime(2026, 11, 26, 10, 1, tzinfo=datetime.UTC)]
+    runner = fn.FunctionRunner(cache_size=8, clock=lambda: clock[0])
+
+    def renewed() -> str:
+        rsp = asyncio.run(runner.RunFunction(req, None))
+        [reason] = [c.reason for c in rsp.conditions if c.type == "TCPAccessReady"]
+        assert reason == "PoolFull"
+        return rsp.desired.resources["tcp-ticket"].resource["spec"]["renewTime"]
+
+    assert renewed() == "2026-11-26T10:00:00.000000Z"
+    clock[0] = datetime.datetime(2026, 11, 26, 10, 8, tzinfo=datetime.UTC)
+    assert renewed() == "2026-11-26T10:08:00.000000Z"
+
+
 def test_the_cache_is_bounded():
     runner = fn.FunctionRunner(cache_size=2)
     for name in ("a", "b", "c"):
@@ -223,7 +254,7 @@ def test_tickets_are_read_with_only_the_fields_the_queue_needs():
     from function.builders.object import wrap
 
     lease = ticket(name="tcp-postgresql-wait-a", namespace=NS, pool="postgresql", owner="a",
-                   holder="uid-a")  # fmt: skip
+                   holder="uid-a", renewed="2026-11-26T10:05:00.000000Z", ttl=600)  # fmt: skip
     obj = wrap(lease, provider_config="kubernetes")
     obj["metadata"].update(creationTimestamp="2026-11-26T10:00:00Z", managedFields=[{}] * 50)
     obj["status"] = {"atProvider": {"manifest": lease}}
@@ -234,12 +265,24 @@ def test_tickets_are_read_with_only_the_fields_the_queue_needs():
         "kind": "Object",
         "metadata": {"name": "tcp-postgresql-wait-a", "creationTimestamp": "2026-11-26T10:00:00Z"},
         "spec": {
-            "forProvider": {"manifest": {"kind": "Lease", "spec": {"holderIdentity": "uid-a"}}}
+            "forProvider": {
+                "manifest": {
+                    "kind": "Lease",
+                    "spec": {
+                        "holderIdentity": "uid-a",
+                        "renewTime": "2026-11-26T10:05:00.000000Z",
+                        "leaseDurationSeconds": 600.0,
+                    },
+                }
+            }
         },
     }
-    assert tickets.line([read], NS) == [
-        tickets.Ticket("2026-11-26T10:00:00Z", "tcp-postgresql-wait-a", "uid-a")
-    ]
+    [read_ticket] = tickets.line([read], NS)
+    assert read_ticket == tickets.Ticket("2026-11-26T10:00:00Z", "tcp-postgresql-wait-a", "uid-a")
+    assert (read_ticket.renewed, read_ticket.ttl) == (
+        tickets.parse_time("2026-11-26T10:05:00Z"),
+        600,
+    )
     # A path through a field of another type is skipped, not an error.
     req = request()
     req.required_resources["tcp-tickets"].items.add().resource.update(

@@ -389,7 +389,7 @@ def shards_the_pool_step_makes(provider: str, headroom: int, per_shard: list[int
         for index, used in enumerate(per_shard, start=1)
         for n in range(used)
     ]
-    lookups = {pool.CLAIMS: claims, pool.LISTENER_SETS: []}
+    lookups = {pool.CLAIMS: claims, pool.LISTENER_SETS: [], pool.TICKETS: []}
     result = pool.run(spec, StepRequest(xr={}, lookups=lookups))
     return result.status["totals"]["shards"]
 
@@ -460,7 +460,15 @@ def test_report_build_flags_duplicates_orphans_and_strays():
         factories.claim(10050, 1),  # outside shard 1's 10000-10009
         factories.claim(10060, 7),  # no shard 7
         {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "x"}},
-        build_ticket(name="tcp-postgresql-wait-1", namespace=NS, pool=POOL, owner="a", holder="a"),
+        build_ticket(
+            name="tcp-postgresql-wait-1",
+            namespace=NS,
+            pool=POOL,
+            owner="a",
+            holder="a",
+            renewed="2026-11-26T10:00:00.000000Z",
+            ttl=900,
+        ),
     ]
     built = reporting.build(POOL, NS, [shard(1), twin], claims, [])
     assert [s.gateway for s in built.shards] == ["postgresql-1"]

@@ -1,12 +1,15 @@
 """The pool step on plain data: shards, growth, draining, status."""
 
+import datetime
+
 import pytest
 
 from function import labels, pool
 from function.inputs import GatewayPool
 from function.step import FATAL, StepRequest
-from tests.factories import NS, claim, tenant_listener_set
+from tests.factories import NS, claim, tenant_listener_set, ticket
 
+NOW = datetime.datetime(2026, 11, 26, 10, 5, tzinfo=datetime.UTC)
 XR = {"apiVersion": "x/v1", "kind": "XGatewayPool", "metadata": {"name": "postgresql"}}
 INPUT = {
     "pool": "postgresql",
@@ -38,15 +41,15 @@ def listening(claims):
     ]
 
 
-def lookups(claims, listener_sets=None) -> dict:
-    """Both lookups of the pool step; tenants listen where they claimed unless told."""
+def lookups(claims, listener_sets=None, tickets=()) -> dict:
+    """Every lookup of the pool step; tenants listen where they claimed unless told."""
     found = listening(claims) if listener_sets is None else listener_sets
-    return {pool.CLAIMS: claims, pool.LISTENER_SETS: found}
+    return {pool.CLAIMS: claims, pool.LISTENER_SETS: found, pool.TICKETS: list(tickets)}
 
 
-def reconcile(spec_, claims, observed=None, listener_sets=None):
-    request = StepRequest(xr=XR, observed=observed or {}, lookups=lookups(claims, listener_sets))
-    return pool.run(spec_, request)
+def reconcile(spec_, claims, observed=None, listener_sets=None, tickets=(), now=NOW):
+    found = lookups(claims, listener_sets, tickets)
+    return pool.run(spec_, StepRequest(xr=XR, observed=observed or {}, lookups=found, now=now))
 
 
 def claims_on(shard: int, count: int, capacity: int = 10):
@@ -69,7 +72,7 @@ def test_unread_claims_keep_every_gateway():
     request = StepRequest(xr=XR, observed=observed, lookups={})
     result = pool.run(spec(), request)
     assert gateways(result) == observed
-    assert [r.name for r in result.requirements] == [pool.CLAIMS, pool.LISTENER_SETS]
+    assert [r.name for r in result.requirements] == [pool.CLAIMS, pool.TICKETS, pool.LISTENER_SETS]
 
 
 def test_one_gateway_per_shard_with_its_slice_labels_and_annotations():
@@ -183,8 +186,10 @@ def test_wrapped_gateways_and_object_claims():
     gateway = gateways(result)["gateway-1"]
     assert gateway["kind"] == "Object"
     assert gateway["spec"]["forProvider"]["manifest"]["kind"] == "Gateway"
-    [claims, listener_sets] = result.requirements
-    assert (claims.kind, claims.namespace) == ("Object", None)
+    for requirement in result.requirements:  # the claims and the tickets, Objects both
+        if requirement.name != pool.LISTENER_SETS:
+            assert (requirement.kind, requirement.namespace) == ("Object", None)
+    [listener_sets] = [r for r in result.requirements if r.name == pool.LISTENER_SETS]
     # Listeners are counted where they are: the ListenerSets provider-kubernetes made.
     assert (listener_sets.kind, listener_sets.namespace) == ("ListenerSet", None)
 
@@ -420,3 +425,69 @@ def test_unread_listener_sets_keep_every_gateway():
     request = StepRequest(xr=XR, observed=observed, lookups={pool.CLAIMS: claims_on(1, 1)})
     result = pool.run(spec(), request)
     assert gateways(result) == observed
+
+
+# -- waiting tenants: the queue is served by new shards ------------------------------------
+
+
+def line(count: int, *, renewed_minutes_ago: int = 1, first: int = 0):
+    """`count` tenants in line, their tickets renewed that long before NOW."""
+    renewed = (NOW - datetime.timedelta(minutes=renewed_minutes_ago)).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ"
+    )
+    return [
+        ticket(f"uid-wait-{first + i}", "2026-11-26T09:00:00Z", renewed=renewed)
+        for i in range(count)
+    ]
+
+
+def test_a_queue_longer_than_the_headroom_grows_the_pool_for_it():
+    # Shard 1 has 9 slots, 8 taken: 1 free. Twelve tenants wait: the pool keeps its headroom
+    # of 3 beyond them, so shards 2 and 3 come now (1 + 9 + 9 = 19 free, 12 about to go).
+    result = reconcile(spec(), claims_on(1, 8), tickets=line(12))
+    assert set(gateways(result)) == {"gateway-1", "gateway-2", "gateway-3"}
+    assert result.status["waiting"] == 12
+    [cond] = result.conditions
+    assert (cond.status, cond.reason) == ("True", "Available")
+
+
+def test_expired_tickets_and_tenants_with_a_claim_are_not_waiting():
+    stale = line(12, renewed_minutes_ago=16)  # their holders stopped renewing them
+    placed = line(3, first=100)
+    claims = [
+        *claims_on(1, 8),
+        *(claim(10010 + i, 2, holder=f"uid-wait-{100 + i}") for i in range(3)),
+    ]
+    result = reconcile(spec(), claims, tickets=[*stale, *placed])
+    assert result.status["waiting"] == 0
+    assert set(gateways(result)) == {"gateway-1", "gateway-2"}  # headroom alone
+
+
+def test_a_long_queue_never_grows_the_pool_past_max_shards():
+    result = reconcile(spec(maxShards=3, ports="10000-10029"), [], tickets=line(100))
+    assert set(gateways(result)) == {"gateway-1", "gateway-2", "gateway-3"}
+    assert result.status["waiting"] == 100
+    [cond] = result.conditions
+    assert (cond.status, cond.reason) == ("False", "MaxShardsReached")
+
+
+def test_unread_tickets_keep_every_gateway():
+    observed = as_observed(reconcile(spec(), []))
+    request = StepRequest(xr=XR, observed=observed, lookups={pool.CLAIMS: claims_on(1, 8)})
+    assert gateways(pool.run(spec(), request)) == observed  # no shard 2 yet
+
+
+def test_waiters_keep_a_shard_the_pool_would_otherwise_drain():
+    # Shard 2 is empty and shard 1 alone (8 free) keeps the headroom, but six tenants wait.
+    grown = reconcile(spec(), claims_on(1, 7))
+    assert set(gateways(grown)) == {"gateway-1", "gateway-2"}
+    result = reconcile(spec(), claims_on(1, 1), observed=as_observed(grown), tickets=line(6))
+    gateway = gateways(result)["gateway-2"]
+    assert gateway["metadata"]["labels"][labels.ACCEPTING] == "true"  # not draining
+
+
+def test_a_tenant_moving_off_a_blocked_claim_is_waiting():
+    blocked = claim(10008, 1, holder="uid-wait-0")
+    blocked["metadata"]["annotations"][labels.BLOCKED] = "port 10008 is taken by an older listener"
+    result = reconcile(spec(), [*claims_on(1, 8), blocked], tickets=line(1))
+    assert result.status["waiting"] == 1

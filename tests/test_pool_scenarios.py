@@ -42,7 +42,7 @@ class PoolWorld(World):
         self.pool_sim = Crossplane(
             self.cluster,
             mode=mode,
-            pipeline=[Step("pool", FunctionRunner(), self.pool_input)],
+            pipeline=[Step("pool", FunctionRunner(clock=self.cluster.time), self.pool_input)],
             rng=random.Random(99),
         )
         self.pool_xr = self.pool_sim.create_xr("tcp.example.org/v1", "XGatewayPool", POOL)
@@ -116,6 +116,24 @@ def test_exoscale_pool_grows_in_bursts_and_shrinks_without_moving_anyone(mode):
     world.check_pool()
     for name in remaining:
         assert world.condition(name) == ("True", "Ready"), name
+    world.close()
+
+
+@pytest.mark.parametrize("mode", ["v2", "v1"])
+def test_a_line_longer_than_the_headroom_is_served_by_new_shards_at_once(mode):
+    world = PoolWorld(mode=mode, provider="exoscale", capacity=10, headroom=3)
+    world.reconcile_pool()
+    names = [f"t{i:02d}" for i in range(25)]
+    for name in names:
+        world.create_tenant(name)
+    world.round(names)  # nine claim shard 1's slots; sixteen wait in line
+    assert len(world.claims()) == 9
+    world.reconcile_pool()
+    # One reconcile adds room for the whole line plus the headroom: 16 + 3 <= 3 x 9.
+    assert len(world.shards()) == 4
+    assert world.pool_sim.get_xr(world.pool_xr)["status"]["pool"]["waiting"] == 16
+    world.until_everyone_holds_a_port(names, rounds=3)
+    world.check_pool()
     world.close()
 
 

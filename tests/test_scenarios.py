@@ -2,6 +2,8 @@
 Gateway controller make of it. Every scenario runs as Crossplane v1.20 (wrapped in
 provider-kubernetes Objects) and as v2 (composed directly)."""
 
+import datetime
+
 import pytest
 
 from function import allocation
@@ -86,6 +88,41 @@ def test_a_deleted_tenant_frees_its_port_for_the_next(world):
     world.settle(3, ["d"])
     assert world.port("d") == freed
     assert world.condition("d") == ("True", "Ready")
+    world.check()
+
+
+def test_a_tenant_paused_in_line_holds_the_others_up_for_no_longer_than_its_ticket_lives(world):
+    world.add_shard(1, capacity=4)  # three tenant slots
+    fill(world, ["a", "b", "c"])
+    for name in ("paused", "d", "e"):  # they line up in this order
+        world.create_tenant(name)
+        world.settle(2, [name])
+    assert [world.condition(n)[1] for n in ("paused", "d", "e")] == ["PoolFull", "Queued", "Queued"]
+    # "paused" stops reconciling (paused, or failing in a later step); two slots come free.
+    last_renewal = world.cluster.time()
+    world.delete_tenant("a")
+    world.delete_tenant("b")
+    ttl = datetime.timedelta(seconds=900)  # ticketTTLSeconds' default
+    served = {}
+    while world.cluster.time() < last_renewal + ttl + datetime.timedelta(minutes=3):
+        world.cluster.tick(60)  # Crossplane's poll interval
+        world.round(["d", "e"])
+        for name in ("d", "e"):
+            if world.port(name) and name not in served:
+                served[name] = world.cluster.time()
+        if world.cluster.time() < last_renewal + ttl:
+            assert "e" not in served  # the paused tenant's live ticket is still ahead of it
+    # "d" had a slot at once; "e" the one the paused tenant held, once its ticket expired.
+    assert served["d"] < last_renewal + datetime.timedelta(minutes=3)
+    assert last_renewal + ttl <= served["e"] < last_renewal + ttl + datetime.timedelta(minutes=3)
+    assert world.condition("d") == world.condition("e") == ("True", "Ready")
+    world.check()
+    # Resumed, it renews its ticket and waits again, first in line for the next slot.
+    world.settle(2, ["paused"])
+    assert world.condition("paused")[1] == "PoolFull"
+    world.delete_tenant("c")
+    world.settle(3, ["paused"])
+    assert world.condition("paused") == ("True", "Ready")
     world.check()
 
 

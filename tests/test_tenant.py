@@ -1,11 +1,13 @@
 """The tenant step on plain data: what it returns in each phase of the protocol."""
 
+import datetime
+
 import pytest
 
 from function import labels, tenant
 from function.inputs import TCPAccess
 from function.step import FATAL, WARNING, StepRequest
-from tests.factories import NS, claim, gateway
+from tests.factories import NS, claim, gateway, ticket
 
 XR = {
     "apiVersion": "vshn.appcat.vshn.io/v1",
@@ -31,14 +33,16 @@ def spec(**changes) -> TCPAccess:
     return TCPAccess.model_validate({**INPUT, **changes})
 
 
-def step(spec_, observed=None, available=None, xr=XR, connection=None):
-    """Run the step through Crossplane's requirement loop; return the final result."""
+def step(spec_, observed=None, available=None, xr=XR, connection=None, now=None):
+    """Run the step through Crossplane's requirement loop (at `now`, if given); return the
+    final result."""
     lookups: dict = {}
     previous = None
     for _ in range(6):
         request = StepRequest(
             xr=xr, observed=observed or {}, lookups=lookups, connection=connection or {}
         )
+        request.now = now or request.now
         result = tenant.run(spec_, request)
         if result.fatal or result.requirements == previous:
             return result
@@ -529,3 +533,59 @@ def test_a_tenant_holding_the_most_blocked_claims_is_blocked_and_claims_no_more(
     assert "tcp-claim-10003" not in again.resources
     new = [k for k in again.resources if k.startswith("tcp-claim-")]
     assert len(new) == 3 and condition(again).reason == "Conflicted"
+
+
+# -- the ticket is a lease its holder renews while it waits --------------------------------
+
+RENEWED = datetime.datetime(2026, 11, 26, 10, 0, tzinfo=datetime.UTC)
+
+
+def waiting(
+    wrapped: bool,
+    minutes_since_renewal: float,
+    renewed: str = "2026-11-26T10:00:00.000000Z",
+    **changes,
+):
+    """A tenant queued on a full shard, whose ticket was last renewed at RENEWED: the step
+    `minutes_since_renewal` later. Returns the ticket it emits (the Lease itself)."""
+    available = pool(gateway(1, capacity=2, ports="10000-10001"), claims={1: [claim(10000)]})
+    had = ticket(XR["metadata"]["uid"], "2026-11-26T09:00:00Z", renewed=renewed, wrapped=wrapped)
+    available["tcp-tickets"] = [had]
+    if wrapped:
+        changes["wrap"] = {"providerConfigName": "kubernetes"}
+    now = RENEWED + datetime.timedelta(minutes=minutes_since_renewal)
+    result = step(spec(**changes), {"tcp-ticket": had}, available, now=now)
+    assert condition(result).reason == "PoolFull"
+    emitted = result.resources["tcp-ticket"].resource
+    return emitted, emitted["spec"]["forProvider"]["manifest"] if wrapped else emitted
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["lease", "object"])
+def test_a_waiting_tenant_renews_its_ticket_only_once_half_its_life_has_passed(
+    wrapped, crd_validator
+):
+    _, kept = waiting(wrapped, 7)
+    assert kept["spec"]["renewTime"] == "2026-11-26T10:00:00.000000Z"  # the same object
+    assert kept["spec"]["leaseDurationSeconds"] == 900
+    emitted, renewed = waiting(wrapped, 8)
+    assert renewed["spec"]["renewTime"] == "2026-11-26T10:08:00.000000Z"
+    assert renewed["spec"]["leaseDurationSeconds"] == 900
+    assert crd_validator("v1.6", wrapped).validate(emitted) == []
+
+
+def test_a_new_ticket_time_to_live_is_written_at_once():
+    _, lease = waiting(False, 1, ticketTTLSeconds=3600)
+    assert lease["spec"]["leaseDurationSeconds"] == 3600
+    assert lease["spec"]["renewTime"] == "2026-11-26T10:01:00.000000Z"
+
+
+@pytest.mark.parametrize("renewed", ["9999-12-31T23:59:59.999999Z", "soon", ""])
+def test_a_ticket_renewed_at_no_time_this_step_wrote_is_renewed_now(renewed):
+    _, lease = waiting(False, 1, renewed=renewed)
+    assert lease["spec"]["renewTime"] == "2026-11-26T10:01:00.000000Z"
+
+
+@pytest.mark.parametrize("ttl", [59, 86401, "15m"])
+def test_a_ticket_ttl_out_of_bounds_is_refused_naming_the_field(ttl):
+    with pytest.raises(ValueError, match="ticketTTLSeconds"):
+        spec(ticketTTLSeconds=ttl)

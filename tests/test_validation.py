@@ -79,7 +79,7 @@ def test_every_gateway_the_pool_step_emits_is_valid(crd_validator, wrap):
         spec,
         StepRequest(
             xr={"metadata": {"name": "p"}},
-            lookups={pool.CLAIMS: claims, pool.LISTENER_SETS: []},
+            lookups={pool.CLAIMS: claims, pool.LISTENER_SETS: [], pool.TICKETS: []},
         ),
     )
     assert len(result.resources) == 2

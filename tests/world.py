@@ -69,8 +69,9 @@ class World:
         self.wrap = (mode == "v1") if wrap is None else wrap
         self.cluster = Cluster(seed=seed)
         self.rng = random.Random(seed)
-        self._grpc = Grpc(FunctionRunner()) if grpc else None
-        self.runner = self._grpc or FunctionRunner()
+        # The function tells the time by the cluster's clock (tickets expire by it).
+        self._grpc = Grpc(FunctionRunner(clock=self.cluster.time)) if grpc else None
+        self.runner = self._grpc or FunctionRunner(clock=self.cluster.time)
         self.input = tenant_input(
             wrap=self.wrap, flavour=flavour, placement=placement, **extra_input
         )
@@ -98,7 +99,7 @@ class World:
         """A new function process: nothing survives but the cluster."""
         xrs = dict(self.tenants)
         self.sim.close()
-        self.runner = FunctionRunner() if self._grpc is None else self.runner
+        self.runner = FunctionRunner(clock=self.cluster.time) if self._grpc is None else self.runner
         self.sim = self._crossplane()
         for name in xrs:
             self.sim._xrs[("", name)] = xrs[name]

@@ -43,8 +43,12 @@ def claim(
     }
 
 
-def ticket(*, name: str, namespace: str, pool: str, owner: str, holder: str) -> dict:
-    """A place in the pool's queue of tenants waiting for a port (function/tickets.py)."""
+def ticket(
+    *, name: str, namespace: str, pool: str, owner: str, holder: str, renewed: str, ttl: int
+) -> dict:
+    """A place in the pool's queue of tenants waiting for a port (function/tickets.py): a
+    lease its holder renews (`renewed`, a MicroTime) while it waits, expired `ttl` seconds
+    after its last renewal."""
     ticket_labels = {
         labels.POOL: pool,
         labels.OWNER: label_value(owner),
@@ -54,5 +58,5 @@ def ticket(*, name: str, namespace: str, pool: str, owner: str, holder: str) -> 
         "apiVersion": LEASE_API,
         "kind": "Lease",
         "metadata": metadata(name, namespace, ticket_labels, {labels.OWNER_UID: holder}),
-        "spec": {"holderIdentity": holder},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": ttl, "renewTime": renewed},
     }

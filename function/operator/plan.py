@@ -164,8 +164,12 @@ class _Pool:
         request = StepRequest(
             xr={"apiVersion": "plan/v1", "kind": "XGatewayPool", "metadata": {"name": POOL}},
             observed=self.observed,
-            # The plan's tenants are cluster-scoped: their claims are their slots.
-            lookups={pool.CLAIMS: self.all_claims(), pool.LISTENER_SETS: []},
+            # The plan's tenants are cluster-scoped: their claims are their slots; nobody waits.
+            lookups={
+                pool.CLAIMS: self.all_claims(),
+                pool.LISTENER_SETS: [],
+                allocation.TICKETS: [],
+            },
         )
         result: StepResult = pool.run(self.spec, request)
         if result.fatal:

@@ -239,10 +239,13 @@ class Cluster(Reader):
         """Global write counter: unchanged means nothing in the cluster changed."""
         return self._rv
 
+    def time(self) -> datetime.datetime:
+        """The logical clock as an instant: what the function's clock reads in a simulation."""
+        return _EPOCH + datetime.timedelta(seconds=self._clock)
+
     def now(self) -> str:
         """The logical clock as an RFC 3339 timestamp (sortable as a string)."""
-        t = _EPOCH + datetime.timedelta(seconds=self._clock)
-        return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return self.time().strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def tick(self, seconds: int = 1) -> str:
         self._clock += seconds
