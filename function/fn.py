@@ -4,8 +4,6 @@ import collections
 import collections.abc
 import datetime
 import functools
-import hashlib
-import os
 
 import grpc
 from crossplane.function import logging, resource, response
@@ -14,7 +12,7 @@ from crossplane.function.proto.v1 import run_function_pb2_grpc as grpcv1
 from google.protobuf import struct_pb2
 from pydantic import ValidationError
 
-from function import allocation, fieldpath, pool, structs, tenant
+from function import allocation, cache, fieldpath, pool, structs, tenant
 from function.allocation import Requirement
 from function.inputs import GatewayPool, TCPAccess
 from function.step import FATAL, WARNING, StepRequest, StepResult, fatal
@@ -29,9 +27,6 @@ _STATUS = {
 }
 
 
-CACHE_SIZE = int(os.environ.get("TCP_ACCESS_RESPONSE_CACHE", "4096"))
-MAX_CACHED_REQUEST = 1 << 20
-
 Clock = collections.abc.Callable[[], datetime.datetime]
 
 
@@ -42,9 +37,14 @@ def utc_now() -> datetime.datetime:
 class FunctionRunner(grpcv1.FunctionRunnerServiceServicer):
     """Serves RunFunction for the TCPAccess and GatewayPool steps."""
 
-    def __init__(self, cache_size: int = CACHE_SIZE, clock: Clock | None = None):
+    def __init__(
+        self,
+        cache_size: int = cache.ENTRIES,
+        clock: Clock | None = None,
+        cache_bytes: int = cache.BYTES,
+    ):
         self.log = logging.get_logger()
-        self.responses = ResponseCache(cache_size)
+        self.responses = cache.ResponseCache(cache_size, cache_bytes)
         self.clock = clock or utc_now
 
     async def RunFunction(
@@ -64,41 +64,6 @@ class FunctionRunner(grpcv1.FunctionRunnerServiceServicer):
             response.fatal(rsp, f"internal error in function-tcp-access: {err!r}")
             return rsp, True
         return rsp, not result.timed
-
-
-class ResponseCache:
-    """A settled tenant's reconciles send the same request every time, and its response is
-    a pure function of the request: answer those from a bounded LRU of serialized
-    responses instead of computing them again. Not state: a hit returns exactly what the
-    computation would (TCP_ACCESS_RESPONSE_CACHE=0 turns it off). A response that also
-    depends on the time (a waiting tenant's tickets, judged and renewed by the clock) is
-    not kept: the same request may need another answer later."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._entries: collections.OrderedDict[bytes, fnv1.RunFunctionResponse] = (
-            collections.OrderedDict()
-        )
-
-    def get_or_compute(self, req, compute) -> fnv1.RunFunctionResponse:
-        # A pool step's request of thousands of claims is neither repeated often nor cheap to
-        # hash and keep: compute it.
-        if self.size <= 0 or req.ByteSize() > MAX_CACHED_REQUEST:
-            return compute(req)[0]
-        # The bytes as they came (not re-sorted): a request that serialises differently only
-        # misses the cache. A hit returns the stored message itself: it is only serialised.
-        key = hashlib.sha256(req.SerializeToString()).digest()
-        hit = self._entries.get(key)
-        if hit is not None:
-            self._entries.move_to_end(key)
-            return hit
-        rsp, cacheable = compute(req)
-        if not cacheable:
-            return rsp
-        self._entries[key] = rsp
-        if len(self._entries) > self.size:
-            self._entries.popitem(last=False)
-        return rsp
 
 
 STEPS = {"TCPAccess": (TCPAccess, tenant), "GatewayPool": (GatewayPool, pool)}

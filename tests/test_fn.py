@@ -204,11 +204,11 @@ def test_a_repeated_request_is_answered_from_the_cache_with_the_same_response():
     first = asyncio.run(runner.RunFunction(req, None))
     again = asyncio.run(runner.RunFunction(req, None))
     assert again == first == asyncio.run(fresh.RunFunction(req, None))
-    assert len(runner.responses._entries) == 1
+    assert len(runner.responses) == 1
     # A different request is computed, not served from the cache.
     req.observed.composite.resource["metadata"]["name"] = "other-db"
     other = asyncio.run(runner.RunFunction(req, None))
-    assert other != first and len(runner.responses._entries) == 2
+    assert other != first and len(runner.responses) == 2
 
 
 def test_a_waiting_tenants_repeated_request_still_renews_its_ticket_when_due():
@@ -245,7 +245,34 @@ def test_the_cache_is_bounded():
     runner = fn.FunctionRunner(cache_size=2)
     for name in ("a", "b", "c"):
         asyncio.run(runner.RunFunction(request(xr={**XR, "metadata": {"name": name}}), None))
-    assert len(runner.responses._entries) == 2
+    assert len(runner.responses) == 2
+
+
+def large_request(name: str, size: int) -> fnv1.RunFunctionRequest:
+    """A tenant request that carries `size` bytes of an earlier step's desired state: its
+    response carries them too. The tenant chooses how much (its XR's spec)."""
+    req = request(xr={**XR, "metadata": {"name": name}})
+    blob = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}
+    blob["data"] = {"payload": "x" * size}
+    req.desired.resources["earlier-step"].resource.update(blob)
+    return req
+
+
+def test_the_cache_is_bounded_by_the_bytes_of_its_responses():
+    runner = fn.FunctionRunner(cache_size=4096, cache_bytes=1 << 20)
+    for n in range(40):
+        asyncio.run(runner.RunFunction(large_request(f"db-{n}", 60_000), None))
+        assert runner.responses.bytes <= 1 << 20
+    assert 10 <= len(runner.responses) <= 17  # about 60 kB each in 1 MiB
+    # The newest are kept: the same request again is a hit, the oldest is computed anew.
+    again = asyncio.run(runner.RunFunction(large_request("db-39", 60_000), None))
+    assert again is runner.responses.get_or_compute(large_request("db-39", 60_000), None)
+
+
+def test_a_response_above_an_eighth_of_the_budget_is_never_kept():
+    runner = fn.FunctionRunner(cache_size=4096, cache_bytes=1 << 20)
+    asyncio.run(runner.RunFunction(large_request("db-big", 200_000), None))
+    assert len(runner.responses) == 0 and runner.responses.bytes == 0
 
 
 def test_tickets_are_read_with_only_the_fields_the_queue_needs():
