@@ -317,6 +317,18 @@ class Wrap(_Model):
         )
 
 
+# XR fields a template may read: what Crossplane and the platform set, never the tenant. A
+# tenant sets its claim's (or Namespaced XR's) spec, labels and annotations, and Crossplane
+# v1.x copies them to the XR: a template over them could send the route, the grant and the
+# NetworkPolicy into another tenant's namespace. The name is the tenant's choice too, but
+# unique (per namespace) and never another tenant's.
+PLATFORM_FIELDS = ("metadata.name", "metadata.uid", "metadata.namespace")
+
+
+def _platform_field(path: str) -> bool:
+    return path in PLATFORM_FIELDS or path.startswith("status.")
+
+
 class TCPAccess(_Model):
     """Give the XR one sticky external TCP port on a shard of a Gateway pool."""
 
@@ -382,6 +394,14 @@ class TCPAccess(_Model):
         "above the XRs' poll interval.",
     )
 
+    templatesReadTenantFields: StrictBool = Field(
+        default=False,
+        description="Let the templates of backend, resources and connectionSecret read any XR "
+        "field, the ones tenants set (spec, labels, annotations) included. Off, they read "
+        "metadata.name, metadata.uid, metadata.namespace and status.* only. Turn it on only "
+        "where the XRD itself constrains those fields (an enum, a pattern).",
+    )
+
     @field_validator("pool", "gatewayNamespace", "listenerName")
     @classmethod
     def _labels_valid(cls, value: str, info) -> str:
@@ -398,6 +418,36 @@ class TCPAccess(_Model):
         if value is not None:
             fieldpath.split(value)
         return value
+
+    @model_validator(mode="after")
+    def _templates_read_platform_fields(self) -> "TCPAccess":
+        if self.templatesReadTenantFields:
+            return self
+        for where, template in self._templates():
+            for path in fieldpath.placeholders(template):
+                if not _platform_field(path.strip()):
+                    raise ValueError(
+                        f"{where}: {{{path}}} reads an XR field tenants can set; templates "
+                        f"read {', '.join(PLATFORM_FIELDS)} and status.* (set "
+                        "templatesReadTenantFields to allow it)"
+                    )
+        return self
+
+    def _templates(self):
+        yield "backend.namespace", self.backend.namespace
+        yield "backend.service", self.backend.service
+        for key, value in self.backend.podSelector.items():
+            yield f"backend.podSelector.{key}", value
+        for role in ("listenerSet", "route", "networkPolicy", "referenceGrant"):
+            named: ResourceName = getattr(self.resources, role)
+            for field in ("key", "name", "objectName"):
+                value = getattr(named, field)
+                if value is not None:
+                    yield f"resources.{role}.{field}", value
+        if self.connectionSecret is not None:
+            yield "connectionSecret.name", self.connectionSecret.name
+            if self.connectionSecret.namespace is not None:
+                yield "connectionSecret.namespace", self.connectionSecret.namespace
 
     @model_validator(mode="after")
     def _patches_beside_status(self) -> "TCPAccess":

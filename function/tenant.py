@@ -82,7 +82,7 @@ class Tenant:
     backend: Backend
     objects: dict[str, Named]  # role -> where
     namespace: str | None = None  # set for a Crossplane v2 Namespaced XR
-    warnings: tuple[str, ...] = ()  # about input the XR's own fields made us ignore
+    warnings: tuple[str, ...] = ()  # about the input, for this XR (see _tenant)
 
     def listener_set(self, port: int) -> Named:
         """A Namespaced XR's listener set carries its port: a new port is a new object, so
@@ -299,6 +299,7 @@ def _tenant(spec: TCPAccess, request: StepRequest) -> Tenant:
     identity = uid if isinstance(uid, str) and uid else name
 
     sources = (request.xr, request.desired_xr)
+    warnings: list[str] = []  # about input the XR makes us ignore, or that opens too much
     namespace = _render("backend.namespace", spec.backend.namespace, sources)
     if not is_dns_label(namespace):
         raise InputError(f"backend.namespace: {namespace!r} is not a DNS-1123 label")
@@ -309,8 +310,13 @@ def _tenant(spec: TCPAccess, request: StepRequest) -> Tenant:
         key: _render(f"backend.podSelector.{key}", value, sources)
         for key, value in spec.backend.podSelector.items()
     }
+    if not selector:
+        warnings.append(
+            f"backend.podSelector is empty: the NetworkPolicy admits the data plane to every "
+            f"pod of namespace {namespace}; give the service's pod labels"
+        )
 
-    provider_config, warnings = None, []
+    provider_config = None
     if spec.wrap is not None:
         # The XR's labels are the tenant's: the platform's list decides (inputs.Wrap).
         provider_config, warning = spec.wrap.provider_config(fieldpath.mapping(metadata, "labels"))

@@ -153,14 +153,22 @@ POOL_INPUT = {
             "enabledFromFieldPath",
         ),
         (
-            {**INPUT, "backend": {**INPUT["backend"], "service": "{spec.service}"}},
+            {
+                **INPUT,
+                "templatesReadTenantFields": True,
+                "backend": {**INPUT["backend"], "service": "{spec.service}"},
+            },
             {**XR, "spec": {"service": {"name": "pg"}}},
             {},
             "backend.service",
         ),
         # A rendered Service name is a DNS-1035 label too.
         (
-            {**INPUT, "backend": {**INPUT["backend"], "service": "{spec.service}"}},
+            {
+                **INPUT,
+                "templatesReadTenantFields": True,
+                "backend": {**INPUT["backend"], "service": "{spec.service}"},
+            },
             {**XR, "spec": {"service": "5432-svc"}},
             {},
             "backend.service",

@@ -324,6 +324,7 @@ FULL_TENANT_INPUT = {
     "enabledFromFieldPath": "spec.tcp",
     "enabledValue": "on",
     "listenerName": "postgresql",
+    "templatesReadTenantFields": True,
     "backend": {
         "namespace": "vshn-postgresql-{metadata.name}",
         "service": "{spec.service}",

@@ -589,3 +589,54 @@ def test_a_ticket_renewed_at_no_time_this_step_wrote_is_renewed_now(renewed):
 def test_a_ticket_ttl_out_of_bounds_is_refused_naming_the_field(ttl):
     with pytest.raises(ValueError, match="ticketTTLSeconds"):
         spec(ticketTTLSeconds=ttl)
+
+
+# -- templates read only what the platform sets --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("where", "change"),
+    [
+        ("backend.namespace", {"backend": {**INPUT["backend"], "namespace": "{spec.ns}"}}),
+        ("backend.service", {"backend": {**INPUT["backend"], "service": "{metadata.labels.svc}"}}),
+        (
+            "backend.podSelector.app",
+            {"backend": {**INPUT["backend"], "podSelector": {"app": "{spec.app}"}}},
+        ),
+        (
+            "resources.route.name",
+            {"resources": {"route": {"key": "r", "name": "{metadata.annotations.n}"}}},
+        ),
+        (
+            "connectionSecret.namespace",
+            {"connectionSecret": {"name": "s", "namespace": "{spec.x}"}},
+        ),
+    ],
+)
+def test_a_template_over_a_field_the_tenant_sets_is_refused_naming_it(where, change):
+    with pytest.raises(ValueError, match=where.replace(".", r"\.") + ".*tenants can set"):
+        spec(**change)
+
+
+def test_a_tenant_cannot_send_its_route_into_another_tenants_namespace():
+    # The composition author opted in to a spec field: then the XRD must constrain it. Off
+    # (the default), the input itself is refused, so no route is ever built from it.
+    hostile = {**INPUT["backend"], "namespace": "{spec.parameters.instanceNamespace}"}
+    with pytest.raises(ValueError, match="templatesReadTenantFields"):
+        spec(backend=hostile, placement="Gateway")
+    allowed = spec(backend={**INPUT["backend"], "namespace": "{status.instanceNamespace}"})
+    assert allowed.backend.namespace == "{status.instanceNamespace}"
+
+
+def test_an_empty_backend_pod_selector_is_a_warning_naming_the_field():
+    open_all = step(
+        spec(backend={**INPUT["backend"], "podSelector": {}}),
+        observed={"tcp-claim-10003": held()},
+        available=pool(gateway(1)),
+    )
+    assert any(
+        r.severity == WARNING and r.message.startswith("backend.podSelector is empty")
+        for r in open_all.results
+    )
+    narrow = step(spec(), observed={"tcp-claim-10003": held()}, available=pool(gateway(1)))
+    assert not any("podSelector" in r.message for r in narrow.results)
