@@ -71,6 +71,7 @@ class Pool:
     wrapped: bool
     static_shards: list[Shard] | None = None
     respect_legacy: bool = False  # AppCat's webhook allocates in the same ranges
+    legacy_lease_namespace: str | None = None  # where it writes its Leases (default: ours)
     listener_sets: tuple[str, str] = (GATEWAY_API, "ListenerSet")  # apiVersion, kind
 
     def labels(self, **extra: str) -> dict[str, str]:
@@ -464,7 +465,8 @@ def _legacy(pool: Pool, lookups: dict, decision: Decision, adopt: Adoption | Non
     if not pool.respect_legacy:
         return legacy.Legacy()
     decision.requirements.extend(legacy.REQUIREMENTS)
-    return legacy.read(lookups, adopt.listener_set if adopt else None)
+    lease_namespace = pool.legacy_lease_namespace or pool.namespace
+    return legacy.read(lookups, adopt.listener_set if adopt else None, lease_namespace)
 
 
 def _pool_shards(pool: Pool, lookups: dict, decision: Decision) -> list[Shard] | None:
@@ -580,7 +582,7 @@ def _shard_view(
         view.tenants |= ports
     if not resolved or old is None:
         return None
-    view.taken |= old.taken(start, end)
+    view.taken |= old.taken(start, end, shard.namespace, shard.gateway)
     view.tenants |= old.behind(shard.namespace, shard.gateway)
     return view
 

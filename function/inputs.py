@@ -376,6 +376,11 @@ class TCPAccess(_Model):
         "tcp-port-<port> and the listeners of XListenerSets labelled "
         "appcat.vshn.io/tcpgateway=true behind a shard Gateway.",
     )
+    legacyLeaseNamespace: str | None = Field(
+        default=None,
+        description="Where AppCat's webhook writes its tcp-port-<port> Leases (its "
+        "tcpGatewayNamespace; default: gatewayNamespace). Leases elsewhere are not believed.",
+    )
     patches: list[Patch] = Field(
         default_factory=list,
         description="Write the allocation into earlier steps' resources or the XR's status.",
@@ -406,6 +411,11 @@ class TCPAccess(_Model):
     @classmethod
     def _labels_valid(cls, value: str, info) -> str:
         return _dns_label(value, info.field_name)
+
+    @field_validator("legacyLeaseNamespace")
+    @classmethod
+    def _lease_namespace(cls, value: str | None) -> str | None:
+        return value if value is None else _dns_label(value, "legacyLeaseNamespace")
 
     @field_validator("statusPath")
     @classmethod

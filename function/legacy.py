@@ -4,11 +4,16 @@ The webhook reserves a port with a Lease `tcp-port-<port>` (holder: the XListene
 `namespace/name`) and writes it into an XListenerSet labelled
 `appcat.vshn.io/tcpgateway: "true"`. With `respectLegacyAllocations` both count as taken,
 and the XListenerSets' listeners count against their Gateway's capacity.
+
+Both kinds can be made by anyone who may create them somewhere (a Namespaced tenant in its
+own namespace), and v1.x lookups span every namespace: a Lease is believed only in the
+namespace the webhook writes them to, and a listener set only on the shard Gateway its
+`parentRef` names exactly, once that Gateway accepted it.
 """
 
 from dataclasses import dataclass, field
 
-from function import fieldpath
+from function import fieldpath, listeners
 from function.requirement import Requirement
 
 LEASES = Requirement(
@@ -35,13 +40,14 @@ class Legacy:
         """Listener ports behind one Gateway: they count against its capacity."""
         return self.listeners.get((namespace, gateway), set())
 
-    def taken(self, start: int, end: int) -> set[int]:
-        ports = {p for ports in self.listeners.values() for p in ports}
-        ports.update(self.leases)
+    def taken(self, start: int, end: int, namespace: str, gateway: str) -> set[int]:
+        """Ports of [start, end] nobody new may take on this Gateway: the webhook's Leases
+        lock a port pool-wide, its listeners the port of their own Gateway."""
+        ports = set(self.leases) | self.behind(namespace, gateway)
         return {p for p in ports if start <= p <= end}
 
 
-def read(lookups: dict, own: tuple[str, str] | None) -> Legacy | None:
+def read(lookups: dict, own: tuple[str, str] | None, lease_namespace: str) -> Legacy | None:
     """The webhook's allocations, minus this XR's own listener set; None if unresolved."""
     leases, listener_sets = (lookups.get(r.name) for r in REQUIREMENTS)
     if leases is None or listener_sets is None:
@@ -49,19 +55,30 @@ def read(lookups: dict, own: tuple[str, str] | None) -> Legacy | None:
     legacy = Legacy()
     mine = f"{own[0]}/{own[1]}" if own else None
     for lease in leases:
+        if fieldpath.text(lease, "metadata.namespace") != lease_namespace:
+            continue  # not where the webhook writes them: anyone's Lease
         name = fieldpath.text(lease, "metadata.name") or ""
         holder = fieldpath.text(lease, "spec.holderIdentity")
         port = name.removeprefix("tcp-port-")
         if port.isdigit() and holder != mine:
             legacy.leases[int(port)] = holder or ""
     for obj in listener_sets:
-        namespace = fieldpath.text(obj, "metadata.namespace") or ""
-        if own is not None and (namespace, fieldpath.text(obj, "metadata.name")) == own:
+        found = listeners.parse(obj)
+        if found is None or (own is not None and (found.namespace, found.name) == own):
             continue
-        parent = fieldpath.mapping(obj, "spec.parentRef")
-        gateway = (parent.get("namespace") or namespace, parent.get("name"))
-        for listener in fieldpath.items(obj, "spec.listeners"):
-            port = listener.get("port") if isinstance(listener, dict) else None
-            if isinstance(port, int | float) and not isinstance(port, bool) and port >= 1:
-                legacy.listeners.setdefault(gateway, set()).add(int(port))
+        group, kind, namespace, name = found.parent
+        if (group, kind) != (listeners.GATEWAY_GROUP, "Gateway") or not _accepted(obj):
+            continue  # a Gateway that never took it carries none of its listeners
+        legacy.listeners.setdefault((namespace, name), set()).update(found.ports)
     return legacy
+
+
+def _accepted(obj: dict) -> bool:
+    """Its parent reports it Accepted, for the spec it has now."""
+    generation = fieldpath.get(obj, "metadata.generation", None)
+    for condition in fieldpath.items(obj, "status.conditions"):
+        if isinstance(condition, dict) and condition.get("type") == "Accepted":
+            seen = condition.get("observedGeneration")
+            current = seen is None or generation is None or seen == generation
+            return condition.get("status") == "True" and current
+    return False

@@ -132,6 +132,7 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
             else shards.from_static(spec.gateways, spec.gatewayNamespace)
         ),
         respect_legacy=spec.respectLegacyAllocations,
+        legacy_lease_namespace=spec.legacyLeaseNamespace,
         listener_sets=(flavour.listenerset_api, flavour.listenerset_kind),
     )
     held, mine = None, ObservedClaims()

@@ -66,8 +66,15 @@ def step(spec_, *, observed=None, available=None, desired=None, connection=None)
     raise AssertionError("requirements did not stabilise")
 
 
-def appcat_xls(port: int, gateway_name: str = "postgresql-1", name: str = "pg-abc12") -> dict:
-    """The XListenerSet AppCat's function composes (wrapped) and its webhook gave a port."""
+def appcat_xls(
+    port: int,
+    gateway_name: str = "postgresql-1",
+    name: str = "pg-abc12",
+    namespace: str | None = None,
+    accepted: bool | None = True,
+) -> dict:
+    """The XListenerSet AppCat's function composes (wrapped) and its webhook gave a port,
+    as its Gateway reports it (`accepted`; None: no report yet)."""
     inner = {
         "apiVersion": "gateway.networking.x-k8s.io/v1alpha1",
         "kind": "XListenerSet",
@@ -82,6 +89,11 @@ def appcat_xls(port: int, gateway_name: str = "postgresql-1", name: str = "pg-ab
             "listeners": [{"name": "postgresql", "port": port, "protocol": "TCP"}],
         },
     }  # fmt: skip
+    if namespace is not None:
+        inner["metadata"]["namespace"] = namespace
+    if accepted is not None:
+        status = "True" if accepted else "False"
+        inner["status"] = {"conditions": [{"type": "Accepted", "status": status}]}
     return inner
 
 
@@ -95,13 +107,13 @@ def wrapped(inner: dict, object_name: str) -> dict:
     }
 
 
-def webhook_lease(port: int, holder: str) -> dict:
+def webhook_lease(port: int, holder: str, namespace: str = NS) -> dict:
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
         "metadata": {
             "name": f"tcp-port-{port}",
-            "namespace": NS,
+            "namespace": namespace,
             "labels": {"app.kubernetes.io/managed-by": "tcpgateway-port-allocator"},
         },
         "spec": {"holderIdentity": holder},
@@ -180,6 +192,53 @@ def test_legacy_allocations_are_taken_and_count_against_capacity():
     result = step(spec(), available=available)
     [key] = [k for k in result.resources if k.startswith("tcp-claim-")]
     assert int(key.removeprefix("tcp-claim-")) < 10009
+
+
+def claimed_port(result) -> int:
+    [key] = [k for k in result.resources if k.startswith("tcp-claim-")]
+    return int(key.removeprefix("tcp-claim-"))
+
+
+def test_forged_legacy_allocations_take_no_port():
+    # A tenant may create Leases and listener sets in its own namespace, with any labels:
+    # none of these is the webhook's, and none is a listener its Gateway carries.
+    forged = [
+        *(webhook_lease(p, "x", namespace="tenant-mallory") for p in range(10000, 10020)),
+        appcat_xls(10000, name="decoy-a", namespace="tenant-mallory", accepted=None),
+        appcat_xls(10001, name="decoy-b", namespace="tenant-mallory", accepted=False),
+        appcat_xls(10002, gateway_name="not-a-shard", name="decoy-c", namespace="tenant-mallory"),
+    ]
+    available = [gateway(1, capacity=4, ports="10000-10003"), *forged]
+    ports = {claimed_port(step(spec(respectLegacyAllocations=True), available=available))}
+    assert ports <= {10000, 10001, 10002}  # every tenant slot is still free to claim
+    result = step(spec(respectLegacyAllocations=True), available=available)
+    assert not any(c.reason == "PoolFull" for c in result.conditions)
+
+
+def test_legacy_leases_are_read_where_the_webhook_writes_them():
+    lease = webhook_lease(10000, "ns/old", namespace="appcat-system")
+    available = [gateway(1, capacity=3, ports="10000-10002"), lease]
+    moved = spec(respectLegacyAllocations=True, legacyLeaseNamespace="appcat-system")
+    assert claimed_port(step(moved, available=available)) == 10001
+    assert claimed_port(step(spec(respectLegacyAllocations=True), available=available)) in (
+        10000,
+        10001,
+    )
+
+
+def test_a_legacy_listener_counts_on_its_own_shard_only():
+    # Two shards share 10000-10002 (their own listeners on 10002). The webhook's tenant
+    # listens on 10000 behind shard 1, a claim holds 10001: shard 1 is full, and 10000 is
+    # still free behind shard 2's address.
+    shared = "10000-10002"
+    shards = [gateway(1, capacity=3, ports=shared), gateway(2, capacity=3, ports=shared)]
+    old = appcat_xls(10000, gateway_name="postgresql-1", name="old-1")
+    available = [*shards, old, claim(10001, 2, wrapped=True)]
+    result = step(spec(respectLegacyAllocations=True), available=available)
+    [claim_] = [d.resource for k, d in result.resources.items() if k.startswith("tcp-claim-")]
+    manifest = claim_["spec"]["forProvider"]["manifest"]
+    assert manifest["metadata"]["labels"]["tcp.fn.servala.io/shard"] == "2"
+    assert claimed_port(result) == 10000
 
 
 def test_the_xrs_own_legacy_allocation_does_not_block_its_adoption():
