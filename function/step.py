@@ -18,6 +18,7 @@ class StepRequest:
     connection: dict[str, bytes] = field(default_factory=dict)  # observed XR connection details
     desired: dict[str, dict] = field(default_factory=dict)  # earlier steps' composed resources
     desired_connection: dict[str, bytes] = field(default_factory=dict)  # earlier steps' details
+    context: dict = field(default_factory=dict)  # the pipeline context earlier steps passed on
 
 
 @dataclass
@@ -51,6 +52,7 @@ class StepResult:
     conditions: list[Condition] = field(default_factory=list)
     results: list[Result] = field(default_factory=list)
     requirements: list[Requirement] = field(default_factory=list)
+    context: dict = field(default_factory=dict)  # keys to set in the pipeline context
 
     @property
     def fatal(self) -> bool:

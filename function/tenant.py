@@ -8,7 +8,7 @@ incomplete), and builds the data path once the claim is held.
 import base64
 from dataclasses import dataclass, field
 
-from function import allocation, fieldpath, publish, readiness, shards, tickets
+from function import allocation, fieldpath, publish, readiness, shards, steps, tickets
 from function import claims as claimlib
 from function import labels as labellib
 from function.allocation import Adoption, Decision, Phase
@@ -20,14 +20,15 @@ from function.builders.object import wrap
 from function.builders.referencegrant import reference_grant
 from function.builders.tcproute import tcp_route
 from function.flavours import FLAVOURS
-from function.inputs import ResourceName, TCPAccess
+from function.inputs import TCPAccess
 from function.names import fit, is_dns_label, label_value
 from function.observed import keep, live
 from function.step import WARNING, Condition, Desired, Result, StepRequest, StepResult, fatal
 
-CONDITION = "TCPAccessReady"
+# The keys and condition of a pipeline's first (or only) TCPAccess step; later steps have
+# their own (function/steps.py), and input `resources` may change the data path's.
+CONDITION = steps.FIRST_CONDITION
 CLAIM_KEY_PREFIX = "tcp-claim-"
-# Default desired-resource keys (input `resources` may change them).
 LISTENERSET_KEY = "tcp-listenerset"
 ROUTE_KEY = "tcp-route"
 REFERENCEGRANT_KEY = "tcp-referencegrant"
@@ -37,10 +38,11 @@ ROLES = ("listenerSet", "route", "networkPolicy", "referenceGrant")
 SECRET_KEY = "tcp-connection-secret"
 
 
+FIRST = steps.Scope(steps.FIRST_PREFIX, steps.FIRST_STATUS_PATH, CONDITION, first=True)
+
+
 def claim_key(port: int) -> str:
-    # Crossplane binds an object's name to its key for good, and the claim's name carries
-    # the port: so the key must carry the port too.
-    return f"{CLAIM_KEY_PREFIX}{port}"
+    return FIRST.claim_key(port)
 
 
 class InputError(ValueError):
@@ -68,11 +70,12 @@ class Tenant:
     """Who the XR is, as the tenant step needs it."""
 
     name: str
-    identity: str  # the XR's UID: the claim holder
+    identity: str  # the claim holder: the XR's UID (qualified for later steps, steps.py)
     provider_config: str | None
     backend: Backend
     objects: dict[str, Named]  # role -> where
     namespace: str | None = None  # set for a Crossplane v2 Namespaced XR
+    scope: steps.Scope = FIRST  # this step's keys among the pipeline's TCPAccess steps
 
     def listener_set(self, port: int) -> Named:
         """A Namespaced XR's listener set carries its port: a new port is a new object, so
@@ -87,8 +90,8 @@ class Tenant:
 
     def is_ours(self, key: str) -> bool:
         return (
-            key.startswith(CLAIM_KEY_PREFIX)
-            or key in (SECRET_KEY, tickets.KEY)
+            self.scope.is_claim_key(key)
+            or key in (self.scope.secret_key, self.scope.ticket_key)
             or any(n.key == key for n in self.objects.values())
             or self.is_listener_set(key)
         )
@@ -102,10 +105,22 @@ class Tenant:
 
 
 def run(spec: TCPAccess, request: StepRequest) -> StepResult:
-    if not enabled(spec, request):
-        return _disabled(spec)
     try:
-        tenant = _tenant(spec, request)
+        scope, entries = steps.resolve(spec, request.context)
+    except steps.StepConflict as err:
+        return fatal(str(err))
+    if scope.status_path != spec.statusPath:
+        spec = spec.model_copy(update={"statusPath": scope.status_path})
+    result = _run(spec, request, scope)
+    result.context[steps.CONTEXT_KEY] = entries  # later TCPAccess steps learn their place
+    return result
+
+
+def _run(spec: TCPAccess, request: StepRequest, scope: steps.Scope) -> StepResult:
+    if not enabled(spec, request):
+        return _disabled(spec, scope)
+    try:
+        tenant = _tenant(spec, request, scope)
     except InputError as err:
         return fatal(str(err))
 
@@ -134,7 +149,7 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
             attempt=claim_attempt(spec, request),
         )
     else:
-        mine = _observed_claims(request, tenant)
+        mine = _observed_claims(request, tenant, spec.pool)
         held = _in_use(mine, request, tenant, wrapped)
         decision = allocation.decide(
             pool,
@@ -153,7 +168,7 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
     # Rule 6 and its corollaries: whatever the XR has of ours is returned unchanged unless
     # we deliberately build it anew below.
     for key, obj in request.observed.items():
-        if tenant.is_ours(key):
+        if tenant.is_ours(key) and key not in mine.foreign:
             result.resources[key] = Desired(keep(obj), _ready(key, obj, tenant, wrapped))
 
     if decision.phase is Phase.STICKY:
@@ -163,7 +178,7 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
             # XR shows the claim (or it would be left behind).
             _queue(spec, request, tenant, result)
         else:
-            result.resources.pop(tickets.KEY, None)  # it has its port: it leaves the queue
+            result.resources.pop(scope.ticket_key, None)  # it has its port: it leaves the queue
         chosen = decision.allocation.claim_name
         for key, claim in mine.held:
             if claim.name != chosen:
@@ -213,23 +228,23 @@ def enabled(spec: TCPAccess, request: StepRequest) -> bool:
     return bool(value) and value not in ("false", "False", "0")
 
 
-def _disabled(spec: TCPAccess) -> StepResult:
+def _disabled(spec: TCPAccess, scope: steps.Scope) -> StepResult:
     # The one case where resources go away: the user turned the feature off.
     return StepResult(
         status_path=spec.statusPath,
         status={"phase": "Disabled"},
-        conditions=[Condition(CONDITION, "False", "Disabled", "TCP access is turned off")],
+        conditions=[Condition(scope.condition, "False", "Disabled", "TCP access is turned off")],
     )
 
 
-def _tenant(spec: TCPAccess, request: StepRequest) -> Tenant:
+def _tenant(spec: TCPAccess, request: StepRequest, scope: steps.Scope) -> Tenant:
     metadata = fieldpath.mapping(request.xr, "metadata")
     name = metadata.get("name")
     if not isinstance(name, str) or not name:
         raise InputError("metadata.name: the observed XR has no name")
     uid = metadata.get("uid")
     # `crossplane render` XRs often have no UID; the name then stands in for it.
-    identity = uid if isinstance(uid, str) and uid else name
+    identity = scope.identity(uid if isinstance(uid, str) and uid else name)
 
     sources = (request.xr, request.desired_xr)
     namespace = _render("backend.namespace", spec.backend.namespace, sources)
@@ -250,8 +265,8 @@ def _tenant(spec: TCPAccess, request: StepRequest) -> Tenant:
             value = fieldpath.mapping(metadata, "labels").get(spec.wrap.providerConfigFromLabel)
             if isinstance(value, str) and value:
                 provider_config = value
-    objects = {role: _named(spec, role, sources) for role in ROLES}
-    _check_distinct(objects, wrapped=spec.wrap is not None)
+    objects = {role: _named(spec, scope, role, sources) for role in ROLES}
+    _check_distinct(objects, scope, wrapped=spec.wrap is not None)
     xr_namespace = metadata.get("namespace")
     if isinstance(xr_namespace, str) and xr_namespace:
         _check_namespaced(spec, xr_namespace, namespace)
@@ -264,6 +279,7 @@ def _tenant(spec: TCPAccess, request: StepRequest) -> Tenant:
         Backend(namespace, service, selector),
         objects,
         xr_namespace,
+        scope,
     )
 
 
@@ -282,21 +298,23 @@ def _check_namespaced(spec: TCPAccess, xr_namespace: str, backend_namespace: str
         )
 
 
-def _named(spec: TCPAccess, role: str, sources: tuple[dict, ...]) -> Named:
-    given: ResourceName = getattr(spec.resources, role)
+def _named(spec: TCPAccess, scope: steps.Scope, role: str, sources: tuple[dict, ...]) -> Named:
+    key, name_template, object_template = scope.resource(spec, role)
     at = f"resources.{role}"
-    name = fit(_render(f"{at}.name", given.name, sources))
+    name = fit(_render(f"{at}.name", name_template, sources))
     object_name = name
-    if given.objectName is not None:
-        object_name = fit(_render(f"{at}.objectName", given.objectName, sources))
-    return Named(_render(f"{at}.key", given.key, sources), name, object_name)
+    if object_template is not None:
+        object_name = fit(_render(f"{at}.objectName", object_template, sources))
+    return Named(_render(f"{at}.key", key, sources), name, object_name)
 
 
-def _check_distinct(objects: dict[str, Named], *, wrapped: bool) -> None:
+def _check_distinct(objects: dict[str, Named], scope: steps.Scope, *, wrapped: bool) -> None:
     keys = [n.key for n in objects.values()]
-    if len(set(keys)) != len(keys) or any(k.startswith(CLAIM_KEY_PREFIX) for k in keys):
+    reserved = (scope.claim_key_prefix, scope.ticket_key, scope.secret_key)
+    if len(set(keys)) != len(keys) or any(k.startswith(reserved) for k in keys):
         raise InputError(
-            f"resources: keys {keys} must be distinct and not start with {CLAIM_KEY_PREFIX}"
+            f"resources: keys {keys} must be distinct and not start with "
+            f"{scope.claim_key_prefix}, {scope.ticket_key} or {scope.secret_key}"
         )
     if wrapped:
         names = [n.object_name for n in objects.values()]
@@ -332,21 +350,34 @@ class ObservedClaims:
     held: list[tuple[str, claimlib.Claim]] = field(default_factory=list)  # (key, claim)
     blocked: list[claimlib.Claim] = field(default_factory=list)  # held, never used (_moving)
     not_held: list[str] = field(default_factory=list)  # keys
+    foreign: set[str] = field(default_factory=set)  # keys of another pool's claims
 
 
-def _observed_claims(request: StepRequest, tenant: Tenant) -> ObservedClaims:
+def _observed_claims(request: StepRequest, tenant: Tenant, pool: str) -> ObservedClaims:
     found = ObservedClaims()
     for key, obj in sorted(request.observed.items()):
-        if not key.startswith(CLAIM_KEY_PREFIX):
+        if not tenant.scope.is_claim_key(key):
             continue
         claim = claimlib.parse(obj)
-        if claim is None or claim.holder != tenant.identity:
+        if claim is not None and _of_another_pool(claim, pool):
+            found.foreign.add(key)  # another step's: neither used, nor kept, nor rewritten
+        elif claim is None or claim.holder != tenant.identity:
             found.not_held.append(key)
         elif claim.blocked is not None:
             found.blocked.append(claim)
         else:
             found.held.append((key, claim))
     return found
+
+
+def _of_another_pool(claim: claimlib.Claim, pool: str) -> bool:
+    """A claim labelled with another pool, unless its name (which no one edits: it is bound
+    to its key) says it is this pool's."""
+    return (
+        claim.pool is not None
+        and claim.pool != pool
+        and claim.name != claimlib.claim_name(pool, claim.port)
+    )
 
 
 def _in_use(mine: ObservedClaims, request, tenant: Tenant, wrapped: bool):
@@ -425,7 +456,7 @@ def _ready(key: str, observed: dict | None, tenant: Tenant, wrapped: bool) -> bo
     obj = live(observed, wrapped)
     if obj is None:
         return False
-    if key.startswith(CLAIM_KEY_PREFIX):
+    if tenant.scope.is_claim_key(key):
         return fieldpath.get(obj, "spec.holderIdentity", None) == tenant.identity
     if key == tenant.key("listenerSet"):
         return readiness.listener_set_ready(obj)
@@ -483,7 +514,7 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         blocked = f"port {alloc.port} behind {alloc.gateway} is taken by an older listener"
 
     objects = {
-        claim_key(alloc.port): _claim(spec, tenant, alloc, blocked),
+        tenant.scope.claim_key(alloc.port): _claim(spec, tenant, alloc, blocked),
         named["listenerSet"].key: listener_set(
             flavour=flavour,
             name=named["listenerSet"].name,
@@ -521,7 +552,7 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         ),
     }
     if tenant.namespace is not None:
-        del objects[claim_key(alloc.port)]
+        del objects[tenant.scope.claim_key(alloc.port)]
     if route_namespace != backend.namespace:
         objects[named["referenceGrant"].key] = reference_grant(
             flavour=flavour,
@@ -549,7 +580,8 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         secret = _connection_secret(spec, request, tenant, result.connection, common)
         if wrapped:
             secret = wrap(secret, provider_config=tenant.provider_config)
-        result.resources[SECRET_KEY] = Desired(secret, SECRET_KEY in request.observed)
+        key = tenant.scope.secret_key
+        result.resources[key] = Desired(secret, key in request.observed)
     result.status = {
         "host": endpoint.host,
         "port": alloc.port,
@@ -588,7 +620,7 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     result.status["servedPort"] = alloc.port if reason == "Ready" else served
     result.status = {k: v for k, v in result.status.items() if v is not None}
     status = "True" if reason == "Ready" else "False"
-    result.conditions.append(Condition(CONDITION, status, reason, message))
+    result.conditions.append(Condition(tenant.scope.condition, status, reason, message))
 
 
 def _connection_secret(spec, request, tenant: Tenant, details: dict, labels: dict) -> dict:
@@ -630,7 +662,8 @@ def _queue(spec: TCPAccess, request: StepRequest, tenant: Tenant, result: StepRe
     )
     if spec.wrap is not None:
         ticket = wrap(ticket, provider_config=tenant.provider_config)
-    result.resources[tickets.KEY] = Desired(ticket, tickets.KEY in request.observed)
+    key = tenant.scope.ticket_key
+    result.resources[key] = Desired(ticket, key in request.observed)
 
 
 def _not_yet(spec, request: StepRequest, tenant: Tenant, decision: Decision, result: StepResult):
@@ -645,7 +678,7 @@ def _not_yet(spec, request: StepRequest, tenant: Tenant, decision: Decision, res
         claim = _claim(spec, tenant, alloc)
         if spec.wrap is not None:
             claim = wrap(claim, provider_config=tenant.provider_config)
-        result.resources[claim_key(alloc.port)] = Desired(claim, False)
+        result.resources[tenant.scope.claim_key(alloc.port)] = Desired(claim, False)
         status["claimAttempts"] = claim_attempt(spec, request)
         verb = "adopting" if decision.adopted else "claiming"
         reason = "Claiming"
@@ -675,4 +708,4 @@ def _not_yet(spec, request: StepRequest, tenant: Tenant, decision: Decision, res
         reason, message = "Claiming", "waiting for the pool's shards and claims to be read"
     status["phase"] = reason
     result.status = status
-    result.conditions.append(Condition(CONDITION, "False", reason, message))
+    result.conditions.append(Condition(tenant.scope.condition, "False", reason, message))
