@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from function.fn import FunctionRunner
+from tests.render import KEY, render
 from tests.simulator import Crossplane, Step
 from tests.world import World, tenant_input
 
@@ -177,3 +178,34 @@ def test_an_xr_composed_before_keeps_every_key_name_and_port_when_a_second_step_
         assert served_by(world, primary) == "postgresql-rw"
         assert served_by(world, replica) == "postgresql-ro"
     world.check()
+
+
+def test_the_two_steps_example_renders_both_endpoints_apart():
+    docs = render(ROOT / "examples" / "two-steps", mode="v2")
+    [xr] = [d for d in docs if d["kind"] == "XVSHNPostgreSQL"]
+    assert xr["status"]["tcpAccess"]["port"] == 10083
+    assert xr["status"]["tcpAccess-postgresql-replica"]["port"] == 10047
+    composed = [d for d in docs if KEY in d.get("metadata", {}).get("annotations", {})]
+    by_key = {d["metadata"]["annotations"][KEY]: d for d in composed}
+    assert set(by_key) == {
+        "tcp-claim-10083",
+        "tcp-listenerset",
+        "tcp-route",
+        "tcp-networkpolicy",
+        "tcp-postgresql-replica-claim-10047",
+        "tcp-postgresql-replica-listenerset",
+        "tcp-postgresql-replica-route",
+        "tcp-postgresql-replica-networkpolicy",
+    }
+    names = [
+        (d["kind"], d["metadata"]["namespace"], d["metadata"]["name"]) for d in by_key.values()
+    ]
+    assert len(set(names)) == len(names)
+    route = by_key["tcp-postgresql-replica-route"]["spec"]
+    assert route["parentRefs"][0]["name"] == "pg-abc12-tcp-postgresql-replica-listenerset"
+    assert route["parentRefs"][0]["sectionName"] == "replica"
+    assert route["rules"][0]["backendRefs"][0]["name"] == "postgresql-ro"
+    [details] = [d["data"] for d in docs if d["kind"] == "ConnectionDetails"]
+    assert details["POSTGRESQL_GATEWAY_PORT"] == "10083"
+    assert details["POSTGRESQL_REPLICA_GATEWAY_PORT"] == "10047"
+    assert all(d["kind"] != "Result" for d in docs)  # no warning, no fatal
