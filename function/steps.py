@@ -39,6 +39,7 @@ class Scope:
     status_path: str
     condition: str
     first: bool  # the pipeline's first TCPAccess step: a lone step's keys and identity
+    earlier: tuple[str, ...] = ()  # key prefixes of the TCPAccess steps before this one
 
     @property
     def ticket_key(self) -> str:
@@ -59,6 +60,16 @@ class Scope:
 
     def is_claim_key(self, key: str) -> bool:
         return key.startswith(self.claim_key_prefix) and key[len(self.claim_key_prefix) :].isdigit()
+
+    def placed_earlier(self, key: str) -> bool:
+        """A claim (or a Namespaced XR's listener set) an earlier TCPAccess step of this
+        pipeline returns: its port is taken for this step, even before it is applied."""
+        for prefix in self.earlier:
+            for role in ("claim", "listenerset"):
+                rest = key.removeprefix(f"{prefix}-{role}-")
+                if rest != key and rest.isdigit():
+                    return True
+        return False
 
     def resource(self, spec, role: str) -> tuple[str, str, str | None]:
         """(key, name, objectName) templates of a data-path role: as the input gives them,
@@ -98,6 +109,7 @@ def resolve(spec, context: dict) -> tuple[Scope, list[dict]]:
         status_path=spec.statusPath if given_status else FIRST_STATUS_PATH + suffix,
         condition=FIRST_CONDITION + suffix,
         first=first,
+        earlier=tuple(str(e.get("keyPrefix")) for e in entries[:place]),
     )
     for earlier in entries[:place]:
         if earlier.get("keyPrefix") == scope.prefix:

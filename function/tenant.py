@@ -147,6 +147,7 @@ def _run(spec: TCPAccess, request: StepRequest, scope: steps.Scope) -> StepResul
             flavour.listenerset_api,
             flavour.listenerset_kind,
             attempt=claim_attempt(spec, request),
+            pending=_placed_earlier(request, scope),
         )
     else:
         mine = _observed_claims(request, tenant, spec.pool)
@@ -160,6 +161,7 @@ def _run(spec: TCPAccess, request: StepRequest, scope: steps.Scope) -> StepResul
             adopt=None if held else _adoption(request, tenant, wrapped, mine.blocked),
             owner=label_value(tenant.name),
             searching=_last_phase(spec, request) in NO_SLOT,
+            pending=_placed_earlier(request, scope),
         )
         _moving(decision, mine.blocked)
 
@@ -195,6 +197,13 @@ def _run(spec: TCPAccess, request: StepRequest, scope: steps.Scope) -> StepResul
             Result(WARNING, f"claim {key} is composed by this XR but held by someone else")
         )
     return result
+
+
+def _placed_earlier(request: StepRequest, scope: steps.Scope) -> list[dict]:
+    """The claims (and Namespaced XRs' listener sets) earlier TCPAccess steps of this
+    pipeline return for the XR: ports taken before they are applied. Only their keys are
+    read (earlier steps' resources are converted only when named)."""
+    return [request.desired[key] for key in request.desired if scope.placed_earlier(key)]
 
 
 def claim_attempt(spec: TCPAccess, request: StepRequest) -> int:

@@ -31,14 +31,18 @@ def spec(**changes) -> TCPAccess:
     return TCPAccess.model_validate({**INPUT, **changes})
 
 
-def step(spec_, observed=None, available=None, xr=XR, connection=None, context=None):
+def step(spec_, observed=None, available=None, xr=XR, connection=None, context=None, desired=None):
     """Run the step through Crossplane's requirement loop; return the final result.
-    `context`: the pipeline context earlier steps handed on."""
+    `context` and `desired`: what earlier steps of the pipeline handed on."""
     lookups: dict = {}
     previous = None
     for _ in range(6):
         request = StepRequest(
-            xr=xr, observed=observed or {}, lookups=lookups, connection=connection or {}
+            xr=xr,
+            observed=observed or {},
+            lookups=lookups,
+            connection=connection or {},
+            desired=desired or {},
         )
         request.context = context or {}
         result = tenant.run(spec_, request)
@@ -444,6 +448,18 @@ def test_a_second_step_in_the_same_pool_never_takes_the_first_steps_claim_for_it
     assert "tcp-claim-10003" not in result.resources
     [key] = [k for k in result.resources if "-claim-" in k]
     assert key.startswith("tcp-postgresql-replica-claim-") and not key.endswith("-10003")
+
+
+def test_two_steps_choosing_from_one_view_never_pick_one_port():
+    one_slot = pool(gateway(1, capacity=2))  # port 10000, and the Gateway's own 10001
+    first = step(spec(), available=one_slot)
+    assert "tcp-claim-10000" in first.resources
+    desired = {key: d.resource for key, d in first.resources.items()}
+    second = step(
+        spec(listenerName="replica"), available=one_slot, context=first.context, desired=desired
+    )
+    assert condition_of(second).reason == "PoolFull"
+    assert not [key for key in second.resources if "-claim-" in key]
 
 
 @pytest.mark.parametrize(
