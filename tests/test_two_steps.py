@@ -14,7 +14,8 @@ import pytest
 from function.fn import FunctionRunner
 from tests.render import KEY, render
 from tests.simulator import Crossplane, Step
-from tests.world import World, tenant_input
+from tests.test_namespaced import NamespacedWorld
+from tests.world import World
 
 MODES = [pytest.param("v1", id="crossplane-v1.20"), pytest.param("v2", id="crossplane-v2")]
 # The code before TCPAccess steps had keys of their own: every key was tcp-claim-<port>,
@@ -25,10 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def replica_input(world: World, **changes) -> dict:
     """The replica endpoint: the same service's read-only Service, listener `replica`."""
-    spec = tenant_input(wrap=world.wrap, **changes)
+    spec = {**world.input, **changes}
     spec["listenerName"] = "replica"
     spec["backend"] = {**spec["backend"], "service": "postgresql-ro"}
     spec["connectionDetails"] = {"host": "REPLICA_HOST", "port": "REPLICA_PORT"}
+    if "connectionSecret" in spec:
+        spec["connectionSecret"] = {"name": "{metadata.name}-tcp-access-replica"}
     return spec
 
 
@@ -116,6 +119,25 @@ def test_two_steps_give_each_xr_two_sticky_distinct_ports(world, replica_pool):
     world.settle(3)
     assert {name: endpoints(world, name, replica_pool) for name in names} == ports
     assert {name: object_uids(world, name) for name in names} == objects
+
+
+def test_namespaced_xrs_place_each_endpoint_on_its_own_port():
+    world = NamespacedWorld()
+    world.add_shard(1, capacity=20)
+    two_steps(world)
+    names = ["a", "b", "c"]
+    for name in names:
+        world.create_tenant(name)
+    world.settle(5)
+    ports = {name: endpoints(world, name) for name in names}
+    every = [port for pair in ports.values() for port in pair]
+    assert None not in every and len(set(every)) == len(every), ports
+    for primary, replica in ports.values():
+        assert served_by(world, primary) == "postgresql-rw"
+        assert served_by(world, replica) == "postgresql-ro"
+    world.settle(3)
+    assert {name: endpoints(world, name) for name in names} == ports
+    world.check()
 
 
 def code_before_per_step_keys(tmp_path: Path):
