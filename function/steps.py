@@ -13,6 +13,7 @@ which Crossplane hands from each step (and each call of a step) to the next.
 """
 
 import hashlib
+import weakref
 from dataclasses import dataclass
 
 FIRST_PREFIX = "tcp"
@@ -87,9 +88,20 @@ class Scope:
         return xr_identity if self.first else f"{xr_identity}/{self.prefix}"
 
 
+_FINGERPRINTS: dict[int, tuple[weakref.ref, str]] = {}
+
+
 def fingerprint(spec) -> str:
-    """Identifies a step's input among the pipeline's steps (and its own earlier calls)."""
-    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
+    """Identifies a step's input among the pipeline's steps (and its own earlier calls).
+    Validated inputs are cached and shared by every call of a step: so is this."""
+    cached = _FINGERPRINTS.get(id(spec))
+    if cached is not None and cached[0]() is spec:
+        return cached[1]
+    value = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
+    if len(_FINGERPRINTS) >= 256:
+        _FINGERPRINTS.clear()
+    _FINGERPRINTS[id(spec)] = (weakref.ref(spec), value)
+    return value
 
 
 def resolve(spec, context: dict) -> tuple[Scope, list[dict]]:
