@@ -159,8 +159,8 @@ def _named(suffix: str) -> ResourceName:
 
 class Resources(_Model):
     """Keys and names of the data-path objects. A role not given here gets key
-    <keyPrefix>-<role> and name {metadata.name}-<keyPrefix>-<role> (the defaults below are
-    those of the pipeline's first TCPAccess step)."""
+    <keyPrefix>-<role> and name {metadata.name}-tcp-<role>, followed by -<keyPrefix without
+    tcp-> unless the prefix is tcp (the defaults below: the pipeline's first TCPAccess step)."""
 
     listenerSet: ResourceName = Field(default_factory=lambda: _named("listenerset"))
     route: ResourceName = Field(default_factory=lambda: _named("route"))
@@ -276,9 +276,9 @@ class TCPAccess(_Model):
     keyPrefix: str | None = Field(
         default=None,
         description="Prefix of this step's desired-resource keys (<keyPrefix>-claim-<port>, "
-        "<keyPrefix>-ticket, ...) and default object names. Default: tcp for the pipeline's "
-        "first TCPAccess step, tcp-<pool>-<listenerName> for later ones. Crossplane binds an "
-        "object to its key for good: never change it for a step that has tenants.",
+        "<keyPrefix>-ticket, ...), also in its default object names. Default: tcp for the "
+        "pipeline's first TCPAccess step, tcp-<pool>-<listenerName> for later ones. Crossplane "
+        "binds an object to its key for good: never change it for a step that has tenants.",
     )
     dataPlane: DataPlane = Field(default_factory=DataPlane)
     wrap: Wrap | None = Field(

@@ -5,11 +5,11 @@ Crossplane binds a composed object's name to its desired-resource key for good, 
 what a step stops returning, so a step's keys must never change under an XR that has
 resources. The first TCPAccess step of a pipeline therefore keeps the keys a lone step has
 always had (`tcp-claim-<port>`, `tcp-ticket`, `tcp-listenerset`, ...), its status path and
-its condition; every later step prefixes its keys and default object names with
-`tcp-<pool>-<listenerName>`, holds its claims and ticket as `<XR UID>/<prefix>`, publishes at
-`status.tcpAccess-<pool>-<listenerName>` and reports condition
-`TCPAccessReady-<pool>-<listenerName>`. A step learns its place from the pipeline context,
-which Crossplane hands from each step (and each call of a step) to the next.
+its condition; every later step prefixes its keys with `tcp-<pool>-<listenerName>` (its
+default object names end in `-<pool>-<listenerName>`), holds its claims and ticket as
+`<XR UID>/<prefix>`, publishes at `status.tcpAccess-<pool>-<listenerName>` and reports
+condition `TCPAccessReady-<pool>-<listenerName>`. A step learns its place from the pipeline
+context, which Crossplane hands from each step (and each call of a step) to the next.
 """
 
 import hashlib
@@ -79,7 +79,13 @@ class Scope:
             given = getattr(spec.resources, role)
             return given.key, given.name, given.objectName
         suffix = ROLE_SUFFIXES[role]
-        return f"{self.prefix}-{suffix}", f"{{metadata.name}}-{self.prefix}-{suffix}", None
+        # The step's tag goes after the role, never between XR name and role: a tenant could
+        # otherwise pick an XR name (`<victim>-tcp-<pool>`) whose first-step names equal a
+        # later step's names of another XR (Object names are cluster-wide).
+        name = f"{{metadata.name}}-{FIRST_PREFIX}-{suffix}"
+        if self.prefix != FIRST_PREFIX:
+            name += f"-{self.prefix.removeprefix(FIRST_PREFIX + '-')}"
+        return f"{self.prefix}-{suffix}", name, None
 
     def identity(self, xr_identity: str) -> str:
         """The holder of this step's claims and ticket: the XR's UID for the first step (as a

@@ -403,7 +403,7 @@ def test_a_second_step_has_its_own_keys_names_holder_status_and_condition():
         "tcp-postgresql-replica-networkpolicy",
     }
     ls = result.resources["tcp-postgresql-replica-listenerset"].resource
-    assert ls["metadata"]["name"] == "pg-abc12-tcp-postgresql-replica-listenerset"
+    assert ls["metadata"]["name"] == "pg-abc12-tcp-listenerset-postgresql-replica"
     assert ls["spec"]["listeners"][0]["name"] == "replica"
     assert result.status_path == "status.tcpAccess-postgresql-replica"
     assert [c.type for c in result.conditions] == ["TCPAccessReady-postgresql-replica"]
@@ -460,6 +460,30 @@ def test_two_steps_choosing_from_one_view_never_pick_one_port():
     )
     assert condition_of(second).reason == "PoolFull"
     assert not [key for key in second.resources if "-claim-" in key]
+
+
+def test_no_xr_name_gets_the_object_names_of_another_xrs_second_step():
+    """Wrapped Objects' names are cluster-wide, and tenants choose their XR names: an XR
+    named `<victim>-tcp-postgresql` must not get the names of its victim's second step (of
+    the default listener name `tcp`), nor may one XR's two steps share one name."""
+    steps_ = (spec(wrap={}), spec(listenerName="tcp", wrap={}))
+    owners: dict[str, str] = {}
+    for name in ("pg-a", "pg-a-tcp-postgresql", "pg-a-tcp-postgresql-tcp", "pg-a-tcp"):
+        xr = {**XR, "metadata": {"name": name, "uid": f"uid-{name}"}}
+        context: dict = {}
+        for each in steps_:
+            claiming = step(each, available=pool(gateway(1)), xr=xr, context=context)
+            claims = {k: d.resource for k, d in claiming.resources.items() if "-claim-" in k}
+            held_now = step(each, observed=claims, available=pool(gateway(1)), xr=xr,
+                            context=context)  # fmt: skip
+            assert condition_of(held_now).reason == "Programming", held_now.results
+            for key, desired in held_now.resources.items():
+                if "-claim-" in key:
+                    continue  # its name is the port's lock: taken by whoever comes first
+                object_name = desired.resource["metadata"]["name"]
+                assert owners.setdefault(object_name, name) == name, object_name
+                owners[object_name] = "taken"  # not even the same XR may return it twice
+            context = held_now.context
 
 
 @pytest.mark.parametrize(

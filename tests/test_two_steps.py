@@ -224,7 +224,7 @@ def test_the_two_steps_example_renders_both_endpoints_apart():
     ]
     assert len(set(names)) == len(names)
     route = by_key["tcp-postgresql-replica-route"]["spec"]
-    assert route["parentRefs"][0]["name"] == "pg-abc12-tcp-postgresql-replica-listenerset"
+    assert route["parentRefs"][0]["name"] == "pg-abc12-tcp-listenerset-postgresql-replica"
     assert route["parentRefs"][0]["sectionName"] == "replica"
     assert route["rules"][0]["backendRefs"][0]["name"] == "postgresql-ro"
     [details] = [d["data"] for d in docs if d["kind"] == "ConnectionDetails"]
