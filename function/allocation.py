@@ -214,6 +214,7 @@ def decide(
     searching: bool = False,
     avoid: frozenset[int] = frozenset(),
     now: datetime.datetime | None = None,
+    pending: list[dict] | tuple = (),
 ) -> Decision:
     """Run the protocol for one XR. `lookups` maps requirement name -> list of objects;
     a missing name means Crossplane has not resolved that requirement yet. `attempt` counts
@@ -222,11 +223,12 @@ def decide(
     an adopted one labelled for another shard: never try one name forever). `owner` is the
     XR's owner label value: its own claims are looked up by it. `searching`: its last
     reconcile found no slot in reach (PoolFull, Queued): it looks further this time.
-    `now`: the time tickets are judged by (None, an in-memory plan: every ticket is live)."""
+    `now`: the time tickets are judged by (None, an in-memory plan: every ticket is live).
+    `pending`: claims earlier steps of this pipeline return for the XR (see `_with_pending`)."""
     if held is not None:
         return _sticky(pool, held, lookups)
     if owner is None:
-        return _claim_first(pool, identity, lookups, attempt, adopt, searching, avoid, now)
+        return _claim_first(pool, identity, lookups, attempt, adopt, searching, avoid, now, pending)
     # The XR as Crossplane shows it may lag behind the lookups: a claim this XR holds that
     # it does not show is still its allocation (never a second port).
     own = pool.own_claims(owner)
@@ -236,7 +238,7 @@ def decide(
     decision = (
         _sticky(pool, mine[0], lookups)
         if mine
-        else _claim_first(pool, identity, lookups, attempt, adopt, searching, avoid, now)
+        else _claim_first(pool, identity, lookups, attempt, adopt, searching, avoid, now, pending)
     )
     decision.requirements.insert(0, own)
     if found is None and decision.phase is not Phase.PENDING:
@@ -279,17 +281,18 @@ def _claim_first(
     searching: bool = False,
     avoid: frozenset[int] = frozenset(),
     now: datetime.datetime | None = None,
+    pending: list[dict] | tuple = (),
 ) -> Decision:
     decision = Decision(Phase.PENDING)
     old = _legacy(pool, lookups, decision, adopt)
-    if adopt is not None and _adopt(pool, lookups, decision, adopt, old):
+    if adopt is not None and _adopt(pool, lookups, decision, adopt, old, pending):
         return decision
     if pool.respect_legacy and old is None:
         _pool_shards(pool, lookups, decision)  # ask for everything in the same round
         return decision
 
     def view(shard: Shard, shards: list[Shard]) -> ShardView | None:
-        found = _shard_view(pool, shard, shards, lookups, decision, old)
+        found = _shard_view(pool, shard, shards, lookups, decision, old, pending=pending)
         if found is not None:
             found.taken |= avoid
         return found
@@ -423,7 +426,7 @@ def _claim(pool: Pool, decision: Decision, shard: Shard, port: int) -> None:
     )
 
 
-def _adopt(pool: Pool, lookups: dict, decision: Decision, adopt: Adoption, old) -> bool:
+def _adopt(pool: Pool, lookups: dict, decision: Decision, adopt: Adoption, old, pending=()) -> bool:
     """Claim the port the XR already listens on, if it is on a shard and nobody holds it.
 
     Returns True when decided (claim, or pending); False to allocate afresh."""
@@ -442,7 +445,7 @@ def _adopt(pool: Pool, lookups: dict, decision: Decision, adopt: Adoption, old) 
             f"pool {pool.name}; allocating afresh"
         )
         return False
-    view = _shard_view(pool, shard, shards, lookups, decision, old, port_range=(adopt.port,) * 2)
+    view = _shard_view(pool, shard, shards, lookups, decision, old, (adopt.port,) * 2, pending)
     if view is None or (pool.respect_legacy and old is None):
         return True
     if adopt.port in view.taken:
@@ -538,6 +541,7 @@ def _shard_view(
     decision: Decision,
     old: legacy.Legacy | None,
     port_range: tuple[int, int] | None = None,
+    pending: list[dict] | tuple = (),
 ) -> ShardView | None:
     """What the claims (and the webhook's allocations) say of one shard; None if unresolved.
 
@@ -556,7 +560,8 @@ def _shard_view(
         for requirement in pool.claims(other):
             if requirement not in decision.requirements:
                 decision.requirements.append(requirement)
-            found = _claims(pool, lookups.get(requirement.name), decision.warnings)
+            objects = _with_pending(lookups.get(requirement.name), requirement, pending)
+            found = _claims(pool, objects, decision.warnings)
             if found is None:
                 resolved = False
                 continue
@@ -605,6 +610,14 @@ def attached_ports(
             continue
         found.append(listener_set.ports)
     return found
+
+
+def _with_pending(objects: list | None, requirement: Requirement, pending) -> list | None:
+    """A resolved lookup plus what earlier steps of this pipeline return for the XR that it
+    would find: two steps of one XR that choose from one view must not pick one port."""
+    if objects is None or not pending:
+        return objects
+    return [*objects, *(obj for obj in pending if requirement.matches(obj))]
 
 
 def _claims(pool: Pool, objects: Iterable[dict] | None, warnings: list[str]):
@@ -659,6 +672,7 @@ def place(
     current: Placed | None,
     lookups: dict,
     attempt: int = 1,
+    pending: list[dict] | tuple = (),
 ) -> Decision:
     if current is not None and not current.conflicted:
         decision = _sticky(
@@ -683,7 +697,7 @@ def place(
         requirement = pool.listener_set_lookup(listener_sets_requirement(shard.index), shard.index)
         if requirement not in decision.requirements:
             decision.requirements.append(requirement)
-        objects = lookups.get(requirement.name)
+        objects = _with_pending(lookups.get(requirement.name), requirement, pending)
         if objects is None:
             return None
         result = ShardView()

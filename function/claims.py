@@ -28,6 +28,7 @@ class Claim:
     gateway: str | None = None
     hostname: str | None = None
     blocked: str | None = None  # why the holder cannot use the port (labels.BLOCKED)
+    pool: str | None = None  # its label tcp.fn.servala.io/pool
 
 
 def _whole(value: object) -> int | None:
@@ -83,6 +84,7 @@ def parse(obj: dict) -> Claim | None:
     hostname = annotations.get(labels.HOSTNAME)
     gateway = annotations.get(labels.GATEWAY)
     blocked = annotations.get(labels.BLOCKED)
+    pool = meta_labels.get(labels.POOL)
     return Claim(
         name=name,
         port=port,
@@ -91,4 +93,5 @@ def parse(obj: dict) -> Claim | None:
         gateway=gateway if isinstance(gateway, str) else None,
         hostname=hostname if isinstance(hostname, str) else None,
         blocked=blocked if isinstance(blocked, str) and blocked else None,
+        pool=pool if isinstance(pool, str) else None,
     )

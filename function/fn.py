@@ -12,7 +12,7 @@ from crossplane.function.proto.v1 import run_function_pb2_grpc as grpcv1
 from google.protobuf import struct_pb2
 from pydantic import ValidationError
 
-from function import allocation, cache, fieldpath, pool, structs, tenant
+from function import allocation, cache, fieldpath, pool, steps, structs, tenant
 from function.allocation import Requirement
 from function.inputs import GatewayPool, TCPAccess
 from function.step import FATAL, WARNING, StepRequest, StepResult, fatal
@@ -117,7 +117,14 @@ def read(req: fnv1.RunFunctionRequest, now: datetime.datetime | None = None) -> 
         desired=structs.Resources(req.desired.resources),
         desired_connection=dict(req.desired.composite.connection_details),
         now=now or utc_now(),
+        context=pipeline_context(req),
     )
+
+
+def pipeline_context(req: fnv1.RunFunctionRequest) -> dict:
+    """The part of the pipeline context this function reads (others may put much there)."""
+    value = req.context.fields.get(steps.CONTEXT_KEY)
+    return {} if value is None else {steps.CONTEXT_KEY: structs.to_python(value)}
 
 
 def speaks_required_resources(req: fnv1.RunFunctionRequest) -> bool:
@@ -158,6 +165,8 @@ def write(rsp: fnv1.RunFunctionResponse, result: StepResult, v2_only: bool = Fal
         structs.set_path(rsp.desired.composite.resource, fieldpath.split(path), value)
     for key, value in result.connection.items():
         rsp.desired.composite.connection_details[key] = value
+    for key, value in result.context.items():
+        rsp.context[key] = value
     for condition in result.conditions:
         rsp.conditions.append(
             fnv1.Condition(

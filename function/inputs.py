@@ -200,7 +200,9 @@ def _named(suffix: str) -> ResourceName:
 
 
 class Resources(_Model):
-    """Keys and names of the data-path objects (the claim's are fixed: tcp-claim-<port>)."""
+    """Keys and names of the data-path objects. A role not given here gets key
+    <keyPrefix>-<role> and name {metadata.name}-tcp-<role>, followed by -<keyPrefix without
+    tcp-> unless the prefix is tcp (the defaults below: the pipeline's first TCPAccess step)."""
 
     listenerSet: ResourceName = Field(default_factory=lambda: _named("listenerset"))
     route: ResourceName = Field(default_factory=lambda: _named("route"))
@@ -362,7 +364,16 @@ class TCPAccess(_Model):
     )
     connectionDetails: ConnectionDetailKeys = Field(default_factory=ConnectionDetailKeys)
     statusPath: str = Field(
-        default="status.tcpAccess", description="Where in the XR the allocation is published."
+        default="status.tcpAccess",
+        description="Where in the XR the allocation is published. Unless given, a later "
+        "TCPAccess step of the same pipeline publishes at status.tcpAccess-<pool>-<listenerName>.",
+    )
+    keyPrefix: str | None = Field(
+        default=None,
+        description="Prefix of this step's desired-resource keys (<keyPrefix>-claim-<port>, "
+        "<keyPrefix>-ticket, ...), also in its default object names. Default: tcp for the "
+        "pipeline's first TCPAccess step, tcp-<pool>-<listenerName> for later ones. Crossplane "
+        "binds an object to its key for good: never change it for a step that has tenants.",
     )
     dataPlane: DataPlane = Field(default_factory=DataPlane)
     wrap: Wrap | None = Field(
@@ -421,6 +432,11 @@ class TCPAccess(_Model):
     @classmethod
     def _status_path(cls, value: str) -> str:
         return _status_path(value)
+
+    @field_validator("keyPrefix")
+    @classmethod
+    def _key_prefix(cls, value: str | None) -> str | None:
+        return value if value is None else _dns_label(value, "keyPrefix")
 
     @field_validator("enabledFromFieldPath")
     @classmethod

@@ -21,6 +21,7 @@ class StepRequest:
     desired_connection: dict[str, bytes] = field(default_factory=dict)  # earlier steps' details
     # The time tickets are judged and renewed by; the shell passes its clock's.
     now: datetime.datetime = field(default_factory=lambda: datetime.datetime.now(datetime.UTC))
+    context: dict = field(default_factory=dict)  # the pipeline context earlier steps passed on
 
 
 @dataclass
@@ -57,6 +58,7 @@ class StepResult:
     # The result depends on `now` (tickets were judged or renewed), not on the request alone:
     # the same request may need another answer later, so it is not answered from a cache.
     timed: bool = False
+    context: dict = field(default_factory=dict)  # keys to set in the pipeline context
 
     @property
     def fatal(self) -> bool:

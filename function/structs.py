@@ -14,6 +14,11 @@ def to_dict(struct: struct_pb2.Struct) -> dict:
     return {key: _value(value) for key, value in struct.fields.items()}
 
 
+def to_python(value: struct_pb2.Value):
+    """One Struct value as plain Python."""
+    return _value(value)
+
+
 def _value(value: struct_pb2.Value):
     kind = value.WhichOneof("kind")
     if kind == "string_value":

@@ -9,7 +9,7 @@ import base64
 import math
 from dataclasses import dataclass, field
 
-from function import allocation, fieldpath, publish, readiness, shards, tickets
+from function import allocation, fieldpath, publish, readiness, shards, steps, tickets
 from function import claims as claimlib
 from function import labels as labellib
 from function.allocation import Adoption, Decision, Phase
@@ -21,18 +21,18 @@ from function.builders.object import wrap
 from function.builders.referencegrant import reference_grant
 from function.builders.tcproute import tcp_route
 from function.flavours import FLAVOURS
-from function.inputs import SERVICE_NAME_RULE, ResourceName, TCPAccess
+from function.inputs import SERVICE_NAME_RULE, TCPAccess
 from function.names import fit, is_dns_1035_label, is_dns_label, label_value
 from function.observed import keep, live
 from function.step import WARNING, Condition, Desired, Result, StepRequest, StepResult, fatal
 
-CONDITION = "TCPAccessReady"
+# The keys and condition of a pipeline's first (or only) TCPAccess step; later steps have
+# their own (function/steps.py), and input `resources` may change the data path's.
+CONDITION = steps.FIRST_CONDITION
 CLAIM_KEY_PREFIX = "tcp-claim-"
-PROBE_KEY_PREFIX = "tcp-probe-"
 # Blocked claims one XR may hold (DESIGN §4 rule 8): each keeps a squatted port taken; past
 # this many the XR stops claiming (reason Blocked) instead of hoarding the pool's ports.
 MAX_BLOCKED = 3
-# Default desired-resource keys (input `resources` may change them).
 LISTENERSET_KEY = "tcp-listenerset"
 ROUTE_KEY = "tcp-route"
 REFERENCEGRANT_KEY = "tcp-referencegrant"
@@ -42,14 +42,15 @@ ROLES = ("listenerSet", "route", "networkPolicy", "referenceGrant")
 SECRET_KEY = "tcp-connection-secret"
 
 
+FIRST = steps.Scope(steps.FIRST_PREFIX, steps.FIRST_STATUS_PATH, CONDITION, first=True)
+
+
 def claim_key(port: int) -> str:
-    # Crossplane binds an object's name to its key for good, and the claim's name carries
-    # the port: so the key must carry the port too.
-    return f"{CLAIM_KEY_PREFIX}{port}"
+    return FIRST.claim_key(port)
 
 
 def probe_key(port: int) -> str:
-    return f"{PROBE_KEY_PREFIX}{port}"
+    return FIRST.probe_key(port)
 
 
 class InputError(ValueError):
@@ -77,12 +78,13 @@ class Tenant:
     """Who the XR is, as the tenant step needs it."""
 
     name: str
-    identity: str  # the XR's UID: the claim holder
+    identity: str  # the claim holder: the XR's UID (qualified for later steps, steps.py)
     provider_config: str | None
     backend: Backend
     objects: dict[str, Named]  # role -> where
     namespace: str | None = None  # set for a Crossplane v2 Namespaced XR
     warnings: tuple[str, ...] = ()  # about the input, for this XR (see _tenant)
+    scope: steps.Scope = FIRST  # this step's keys among the pipeline's TCPAccess steps
 
     def listener_set(self, port: int) -> Named:
         """A Namespaced XR's listener set carries its port: a new port is a new object, so
@@ -97,8 +99,9 @@ class Tenant:
 
     def is_ours(self, key: str) -> bool:
         return (
-            key.startswith((CLAIM_KEY_PREFIX, PROBE_KEY_PREFIX))
-            or key in (SECRET_KEY, tickets.KEY)
+            self.scope.is_claim_key(key)
+            or self.scope.is_probe_key(key)
+            or key in (self.scope.secret_key, self.scope.ticket_key)
             or any(n.key == key for n in self.objects.values())
             or self.is_listener_set(key)
         )
@@ -113,10 +116,22 @@ class Tenant:
 
 def run(spec: TCPAccess, request: StepRequest) -> StepResult:
     try:
+        scope, entries = steps.resolve(spec, request.context)
+    except steps.StepConflict as err:
+        return fatal(str(err))
+    if scope.status_path != spec.statusPath:
+        spec = spec.model_copy(update={"statusPath": scope.status_path})
+    result = _run(spec, request, scope)
+    result.context[steps.CONTEXT_KEY] = entries  # later TCPAccess steps learn their place
+    return result
+
+
+def _run(spec: TCPAccess, request: StepRequest, scope: steps.Scope) -> StepResult:
+    try:
         _check_writes(spec, request)
         if not enabled(spec, request):
-            return _disabled(spec)
-        tenant = _tenant(spec, request)
+            return _disabled(spec, scope)
+        tenant = _tenant(spec, request, scope)
     except InputError as err:
         return fatal(str(err))
 
@@ -144,11 +159,12 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
             current,
             request.lookups,
             attempt=claim_attempt(spec, request),
+            pending=_placed_earlier(request, scope),
         )
         if warning:
             decision.warnings.append(warning)
     else:
-        mine = _observed_claims(request, tenant)
+        mine = _observed_claims(request, tenant, spec.pool)
         released = _released(spec, request, tenant, mine.blocked)
         mine.blocked = [b for b in mine.blocked if b not in released]
         held = _in_use(mine, request, tenant, wrapped)
@@ -163,6 +179,7 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
             searching=_last_phase(spec, request) in NO_SLOT,
             avoid=frozenset(tried_ports(spec, request)[:-1]),
             now=request.now,
+            pending=_placed_earlier(request, scope),
         )
         _moving(decision, mine.blocked)
         _bounded(decision, mine.blocked)
@@ -173,13 +190,13 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
     # Rule 6 and its corollaries: whatever the XR has of ours is returned unchanged unless
     # we deliberately build it anew below.
     for key, obj in request.observed.items():
-        if tenant.is_ours(key):
+        if tenant.is_ours(key) and key not in mine.foreign:
             result.resources[key] = Desired(keep(obj), _ready(key, obj, tenant, wrapped))
     if tenant.namespace is None:
         for key, _ in released:  # the Gateway gave the port back: nobody else has it
             result.resources.pop(key, None)
-        probed = {probe_key(claim.port): claim for _, claim in mine.blocked}
-        for key in [k for k in result.resources if k.startswith(PROBE_KEY_PREFIX)]:
+        probed = {tenant.scope.probe_key(claim.port): claim for _, claim in mine.blocked}
+        for key in [k for k in result.resources if tenant.scope.is_probe_key(k)]:
             if key not in probed:  # its claim is released (or gone): nothing to watch
                 result.resources.pop(key)
         for key, claim in probed.items():
@@ -194,7 +211,7 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
             # XR shows the claim (or it would be left behind).
             _queue(spec, request, tenant, result)
         else:
-            result.resources.pop(tickets.KEY, None)  # it has its port: it leaves the queue
+            result.resources.pop(scope.ticket_key, None)  # it has its port: it leaves the queue
         chosen = decision.allocation.claim_name
         for key, claim in mine.held:
             if claim.name != chosen:
@@ -211,6 +228,13 @@ def run(spec: TCPAccess, request: StepRequest) -> StepResult:
             Result(WARNING, f"claim {key} is composed by this XR but held by someone else")
         )
     return result
+
+
+def _placed_earlier(request: StepRequest, scope: steps.Scope) -> list[dict]:
+    """The claims (and Namespaced XRs' listener sets) earlier TCPAccess steps of this
+    pipeline return for the XR: ports taken before they are applied. Only their keys are
+    read (earlier steps' resources are converted only when named)."""
+    return [request.desired[key] for key in request.desired if scope.placed_earlier(key)]
 
 
 def claim_attempt(spec: TCPAccess, request: StepRequest) -> int:
@@ -281,23 +305,23 @@ def _check_writes(spec: TCPAccess, request: StepRequest) -> None:
             raise InputError(f"{where}: in the desired XR, {problem}")
 
 
-def _disabled(spec: TCPAccess) -> StepResult:
+def _disabled(spec: TCPAccess, scope: steps.Scope) -> StepResult:
     # The one case where resources go away: the user turned the feature off.
     return StepResult(
         status_path=spec.statusPath,
         status={"phase": "Disabled"},
-        conditions=[Condition(CONDITION, "False", "Disabled", "TCP access is turned off")],
+        conditions=[Condition(scope.condition, "False", "Disabled", "TCP access is turned off")],
     )
 
 
-def _tenant(spec: TCPAccess, request: StepRequest) -> Tenant:
+def _tenant(spec: TCPAccess, request: StepRequest, scope: steps.Scope) -> Tenant:
     metadata = fieldpath.mapping(request.xr, "metadata")
     name = metadata.get("name")
     if not isinstance(name, str) or not name:
         raise InputError("metadata.name: the observed XR has no name")
     uid = metadata.get("uid")
     # `crossplane render` XRs often have no UID; the name then stands in for it.
-    identity = uid if isinstance(uid, str) and uid else name
+    identity = scope.identity(uid if isinstance(uid, str) and uid else name)
 
     sources = (request.xr, request.desired_xr)
     warnings: list[str] = []  # about input the XR makes us ignore, or that opens too much
@@ -322,8 +346,8 @@ def _tenant(spec: TCPAccess, request: StepRequest) -> Tenant:
         # The XR's labels are the tenant's: the platform's list decides (inputs.Wrap).
         provider_config, warning = spec.wrap.provider_config(fieldpath.mapping(metadata, "labels"))
         warnings += [warning] if warning else []
-    objects = {role: _named(spec, role, sources) for role in ROLES}
-    _check_distinct(objects, wrapped=spec.wrap is not None)
+    objects = {role: _named(spec, scope, role, sources) for role in ROLES}
+    _check_distinct(objects, scope, wrapped=spec.wrap is not None)
     xr_namespace = metadata.get("namespace")
     if isinstance(xr_namespace, str) and xr_namespace:
         _check_namespaced(spec, xr_namespace, namespace)
@@ -337,6 +361,7 @@ def _tenant(spec: TCPAccess, request: StepRequest) -> Tenant:
         objects,
         xr_namespace,
         tuple(warnings),
+        scope,
     )
 
 
@@ -355,23 +380,29 @@ def _check_namespaced(spec: TCPAccess, xr_namespace: str, backend_namespace: str
         )
 
 
-def _named(spec: TCPAccess, role: str, sources: tuple[dict, ...]) -> Named:
-    given: ResourceName = getattr(spec.resources, role)
+def _named(spec: TCPAccess, scope: steps.Scope, role: str, sources: tuple[dict, ...]) -> Named:
+    key, name_template, object_template = scope.resource(spec, role)
     at = f"resources.{role}"
-    name = fit(_render(f"{at}.name", given.name, sources))
+    name = fit(_render(f"{at}.name", name_template, sources))
     object_name = name
-    if given.objectName is not None:
-        object_name = fit(_render(f"{at}.objectName", given.objectName, sources))
-    return Named(_render(f"{at}.key", given.key, sources), name, object_name)
+    if object_template is not None:
+        object_name = fit(_render(f"{at}.objectName", object_template, sources))
+    return Named(_render(f"{at}.key", key, sources), name, object_name)
 
 
-def _check_distinct(objects: dict[str, Named], *, wrapped: bool) -> None:
+def _check_distinct(objects: dict[str, Named], scope: steps.Scope, *, wrapped: bool) -> None:
     keys = [n.key for n in objects.values()]
-    reserved = (CLAIM_KEY_PREFIX, PROBE_KEY_PREFIX)
+    reserved = (
+        scope.claim_key_prefix,
+        scope.probe_key_prefix,
+        scope.ticket_key,
+        scope.secret_key,
+    )
     if len(set(keys)) != len(keys) or any(k.startswith(reserved) for k in keys):
         raise InputError(
             f"resources: keys {keys} must be distinct and not start with "
-            f"{CLAIM_KEY_PREFIX} or {PROBE_KEY_PREFIX}"
+            f"{scope.claim_key_prefix}, {scope.probe_key_prefix}, {scope.ticket_key} or "
+            f"{scope.secret_key}"
         )
     if wrapped:
         names = [n.object_name for n in objects.values()]
@@ -408,21 +439,34 @@ class ObservedClaims:
     # Held, never used (_moving): (key, claim).
     blocked: list[tuple[str, claimlib.Claim]] = field(default_factory=list)
     not_held: list[str] = field(default_factory=list)  # keys
+    foreign: set[str] = field(default_factory=set)  # keys of another pool's claims
 
 
-def _observed_claims(request: StepRequest, tenant: Tenant) -> ObservedClaims:
+def _observed_claims(request: StepRequest, tenant: Tenant, pool: str) -> ObservedClaims:
     found = ObservedClaims()
     for key, obj in sorted(request.observed.items()):
-        if not key.startswith(CLAIM_KEY_PREFIX):
+        if not tenant.scope.is_claim_key(key):
             continue
         claim = claimlib.parse(obj)
-        if claim is None or claim.holder != tenant.identity:
+        if claim is not None and _of_another_pool(claim, pool):
+            found.foreign.add(key)  # another step's: neither used, nor kept, nor rewritten
+        elif claim is None or claim.holder != tenant.identity:
             found.not_held.append(key)
         elif claim.blocked is not None:
             found.blocked.append((key, claim))
         else:
             found.held.append((key, claim))
     return found
+
+
+def _of_another_pool(claim: claimlib.Claim, pool: str) -> bool:
+    """A claim labelled with another pool, unless its name (which no one edits: it is bound
+    to its key) says it is this pool's."""
+    return (
+        claim.pool is not None
+        and claim.pool != pool
+        and claim.name != claimlib.claim_name(pool, claim.port)
+    )
 
 
 def _in_use(mine: ObservedClaims, request, tenant: Tenant, wrapped: bool):
@@ -565,7 +609,7 @@ def _released(
         for key, claim in blocked
         if claim.port != in_use
         and readiness.listener_programmed(
-            live(request.observed.get(probe_key(claim.port)), wrapped),
+            live(request.observed.get(tenant.scope.probe_key(claim.port)), wrapped),
             spec.listenerName,
             claim.port,
         )
@@ -617,7 +661,7 @@ def _ready(key: str, observed: dict | None, tenant: Tenant, wrapped: bool) -> bo
     obj = live(observed, wrapped)
     if obj is None:
         return False
-    if key.startswith(CLAIM_KEY_PREFIX):
+    if tenant.scope.is_claim_key(key):
         return fieldpath.get(obj, "spec.holderIdentity", None) == tenant.identity
     if key == tenant.key("listenerSet"):
         return readiness.listener_set_ready(obj)
@@ -675,7 +719,7 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         blocked = f"port {alloc.port} behind {alloc.gateway} is taken by an older listener"
 
     objects = {
-        claim_key(alloc.port): _claim(spec, tenant, alloc, blocked),
+        tenant.scope.claim_key(alloc.port): _claim(spec, tenant, alloc, blocked),
         named["listenerSet"].key: listener_set(
             flavour=flavour,
             name=named["listenerSet"].name,
@@ -714,7 +758,7 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         ),
     }
     if tenant.namespace is not None:
-        del objects[claim_key(alloc.port)]
+        del objects[tenant.scope.claim_key(alloc.port)]
     if route_namespace != backend.namespace:
         objects[named["referenceGrant"].key] = reference_grant(
             flavour=flavour,
@@ -742,7 +786,8 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         secret = _connection_secret(spec, request, tenant, result.connection, common)
         if wrapped:
             secret = wrap(secret, provider_config=tenant.provider_config)
-        result.resources[SECRET_KEY] = Desired(secret, SECRET_KEY in request.observed)
+        key = tenant.scope.secret_key
+        result.resources[key] = Desired(secret, key in request.observed)
     result.status = {
         "host": endpoint.host,
         "port": alloc.port,
@@ -783,7 +828,7 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     result.status["servedPort"] = alloc.port if reason == "Ready" else served
     result.status = {k: v for k, v in result.status.items() if v is not None}
     status = "True" if reason == "Ready" else "False"
-    result.conditions.append(Condition(CONDITION, status, reason, message))
+    result.conditions.append(Condition(tenant.scope.condition, status, reason, message))
 
 
 def _connection_secret(spec, request, tenant: Tenant, details: dict, labels: dict) -> dict:
@@ -817,7 +862,7 @@ def _publish(spec, request: StepRequest, endpoint, result: StepResult) -> None:
 def _queue(spec: TCPAccess, request: StepRequest, tenant: Tenant, result: StepResult):
     """Compose the XR's ticket: its place in the queue of tenants waiting for a port,
     renewed once half of its time to live has passed."""
-    had = _manifest(request.observed.get(tickets.KEY), spec.wrap is not None)
+    had = _manifest(request.observed.get(tenant.scope.ticket_key), spec.wrap is not None)
     ticket = build_ticket(
         name=tickets.ticket_name(spec.pool, tenant.identity),
         namespace=spec.gatewayNamespace,
@@ -830,7 +875,8 @@ def _queue(spec: TCPAccess, request: StepRequest, tenant: Tenant, result: StepRe
     result.timed = True  # whether it renews depends on the time
     if spec.wrap is not None:
         ticket = wrap(ticket, provider_config=tenant.provider_config)
-    result.resources[tickets.KEY] = Desired(ticket, tickets.KEY in request.observed)
+    key = tenant.scope.ticket_key
+    result.resources[key] = Desired(ticket, key in request.observed)
 
 
 def _not_yet(
@@ -852,7 +898,7 @@ def _not_yet(
         claim = _claim(spec, tenant, alloc)
         if spec.wrap is not None:
             claim = wrap(claim, provider_config=tenant.provider_config)
-        result.resources[claim_key(alloc.port)] = Desired(claim, False)
+        result.resources[tenant.scope.claim_key(alloc.port)] = Desired(claim, False)
         status["claimAttempts"] = claim_attempt(spec, request)
         status["triedPorts"] = [*tried_ports(spec, request), alloc.port][-TRIED_PORTS:]
         verb = "adopting" if decision.adopted else "claiming"
@@ -873,7 +919,9 @@ def _not_yet(
             f"{decision.ahead} tenant(s) ahead in the queue for the free ports of pool {spec.pool}"
         )
     elif decision.phase is Phase.BLOCKED:
-        result.resources.pop(tickets.KEY, None)  # it claims no more: it leaves the queue
+        result.resources.pop(
+            tenant.scope.ticket_key, None
+        )  # it claims no more: it leaves the queue
         listener = _manifest(request.observed.get(tenant.key("listenerSet")), spec.wrap is not None)
         if readiness.listener_port(listener) in {c.port for c in blocked}:
             # Its listener is on a port it never served and the Gateway refused: it serves
@@ -901,4 +949,4 @@ def _not_yet(
         reason, message = "Claiming", "waiting for the pool's shards and claims to be read"
     status["phase"] = reason
     result.status = status
-    result.conditions.append(Condition(CONDITION, "False", reason, message))
+    result.conditions.append(Condition(tenant.scope.condition, "False", reason, message))

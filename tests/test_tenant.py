@@ -33,16 +33,30 @@ def spec(**changes) -> TCPAccess:
     return TCPAccess.model_validate({**INPUT, **changes})
 
 
-def step(spec_, observed=None, available=None, xr=XR, connection=None, now=None):
+def step(
+    spec_,
+    observed=None,
+    available=None,
+    xr=XR,
+    connection=None,
+    now=None,
+    context=None,
+    desired=None,
+):
     """Run the step through Crossplane's requirement loop (at `now`, if given); return the
-    final result."""
+    final result. `context` and `desired`: what earlier steps of the pipeline handed on."""
     lookups: dict = {}
     previous = None
     for _ in range(6):
         request = StepRequest(
-            xr=xr, observed=observed or {}, lookups=lookups, connection=connection or {}
+            xr=xr,
+            observed=observed or {},
+            lookups=lookups,
+            connection=connection or {},
+            desired=desired or {},
         )
         request.now = now or request.now
+        request.context = context or {}
         result = tenant.run(spec_, request)
         if result.fatal or result.requirements == previous:
             return result
@@ -640,3 +654,140 @@ def test_an_empty_backend_pod_selector_is_a_warning_naming_the_field():
     )
     narrow = step(spec(), observed={"tcp-claim-10003": held()}, available=pool(gateway(1)))
     assert not any("podSelector" in r.message for r in narrow.results)
+
+
+# -- two TCPAccess steps in one pipeline (primary and replica endpoints) ----------------
+
+
+def after(first) -> dict:
+    """The pipeline context a first TCPAccess step hands on to the next one."""
+    return step(first, available=pool(gateway(1))).context
+
+
+def test_a_second_step_has_its_own_keys_names_holder_status_and_condition():
+    replica = spec(listenerName="replica")
+    context = after(spec())
+    first = step(spec(), observed={"tcp-claim-10003": held()}, available=pool(gateway(1)))
+    assert set(first.resources) == {  # the keys a lone step always had
+        "tcp-claim-10003",
+        "tcp-listenerset",
+        "tcp-route",
+        "tcp-networkpolicy",
+    }
+    claiming = step(replica, available=pool(gateway(1)), context=context)
+    [claim_key] = [k for k in claiming.resources if "-claim-" in k]
+    port = int(claim_key.rsplit("-", 1)[1])
+    assert claim_key == f"tcp-postgresql-replica-claim-{port}"
+    assert "tcp-postgresql-replica-ticket" in claiming.resources
+    lease = claiming.resources[claim_key].resource
+    assert lease["spec"]["holderIdentity"] == "uid-pg-abc12/tcp-postgresql-replica"
+
+    observed = {claim_key: lease}
+    result = step(replica, observed=observed, available=pool(gateway(1)), context=context)
+    assert set(result.resources) == {
+        claim_key,
+        "tcp-postgresql-replica-listenerset",
+        "tcp-postgresql-replica-route",
+        "tcp-postgresql-replica-networkpolicy",
+    }
+    ls = result.resources["tcp-postgresql-replica-listenerset"].resource
+    assert ls["metadata"]["name"] == "pg-abc12-tcp-listenerset-postgresql-replica"
+    assert ls["spec"]["listeners"][0]["name"] == "replica"
+    assert result.status_path == "status.tcpAccess-postgresql-replica"
+    assert [c.type for c in result.conditions] == ["TCPAccessReady-postgresql-replica"]
+
+
+def test_a_second_step_of_another_pool_neither_adopts_nor_rewrites_the_first_steps_claim():
+    replicas = gateway(1, pool="replica")
+    observed = {"tcp-claim-10003": held()}  # the first step's, in pool postgresql
+    for context in (after(spec()), {}):  # also when it (wrongly) runs as the first step
+        result = step(
+            spec(pool="replica", listenerName="replica"),
+            observed=observed,
+            available=pool(replicas),
+            context=context,
+        )
+        assert "tcp-claim-10003" not in result.resources
+        assert condition_of(result).reason == "Claiming"
+        [lease] = [d.resource for k, d in result.resources.items() if "-claim-" in k]
+        assert lease["metadata"]["labels"][labels.POOL] == "replica"
+
+    # A claim named for the first step's pool stays its own, whatever a foreign step wrote
+    # into its pool label.
+    relabelled = held(10003)
+    relabelled["metadata"]["labels"][labels.POOL] = "replica"
+    result = step(spec(), observed={"tcp-claim-10003": relabelled}, available=pool(gateway(1)))
+    assert condition(result).reason == "Programming"
+    claim_labels = result.resources["tcp-claim-10003"].resource["metadata"]["labels"]
+    assert claim_labels[labels.POOL] == "postgresql"
+
+
+def test_a_second_step_in_the_same_pool_never_takes_the_first_steps_claim_for_its_own():
+    first_claim = held(10003)  # held by the XR, found by its owner label too
+    available = pool(gateway(1), claims={1: [first_claim]})
+    available["tcp-claims-own"] = [first_claim]
+    result = step(
+        spec(listenerName="replica"),
+        observed={"tcp-claim-10003": first_claim},
+        available=available,
+        context=after(spec()),
+    )
+    assert condition_of(result).reason == "Claiming"
+    assert "tcp-claim-10003" not in result.resources
+    [key] = [k for k in result.resources if "-claim-" in k]
+    assert key.startswith("tcp-postgresql-replica-claim-") and not key.endswith("-10003")
+
+
+def test_two_steps_choosing_from_one_view_never_pick_one_port():
+    one_slot = pool(gateway(1, capacity=2))  # port 10000, and the Gateway's own 10001
+    first = step(spec(), available=one_slot)
+    assert "tcp-claim-10000" in first.resources
+    desired = {key: d.resource for key, d in first.resources.items()}
+    second = step(
+        spec(listenerName="replica"), available=one_slot, context=first.context, desired=desired
+    )
+    assert condition_of(second).reason == "PoolFull"
+    assert not [key for key in second.resources if "-claim-" in key]
+
+
+def test_no_xr_name_gets_the_object_names_of_another_xrs_second_step():
+    """Wrapped Objects' names are cluster-wide, and tenants choose their XR names: an XR
+    named `<victim>-tcp-postgresql` must not get the names of its victim's second step (of
+    the default listener name `tcp`), nor may one XR's two steps share one name."""
+    steps_ = (spec(wrap={}), spec(listenerName="tcp", wrap={}))
+    owners: dict[str, str] = {}
+    for name in ("pg-a", "pg-a-tcp-postgresql", "pg-a-tcp-postgresql-tcp", "pg-a-tcp"):
+        xr = {**XR, "metadata": {"name": name, "uid": f"uid-{name}"}}
+        context: dict = {}
+        for each in steps_:
+            claiming = step(each, available=pool(gateway(1)), xr=xr, context=context)
+            claims = {k: d.resource for k, d in claiming.resources.items() if "-claim-" in k}
+            held_now = step(each, observed=claims, available=pool(gateway(1)), xr=xr,
+                            context=context)  # fmt: skip
+            assert condition_of(held_now).reason == "Programming", held_now.results
+            for key, desired in held_now.resources.items():
+                if "-claim-" in key:
+                    continue  # its name is the port's lock: taken by whoever comes first
+                object_name = desired.resource["metadata"]["name"]
+                assert owners.setdefault(object_name, name) == name, object_name
+                owners[object_name] = "taken"  # not even the same XR may return it twice
+            context = held_now.context
+
+
+@pytest.mark.parametrize(
+    "second, field",
+    [
+        ({"pool": "postgresql", "listenerName": "replica", "keyPrefix": "tcp"}, "keyPrefix"),
+        ({"listenerName": "replica", "statusPath": "status.tcpAccess"}, "statusPath"),
+    ],
+)
+def test_two_steps_sharing_keys_or_a_status_path_is_fatal_naming_the_field(second, field):
+    result = step(spec(**second), available=pool(gateway(1)), context=after(spec()))
+    [fatal] = [r for r in result.results if r.severity == FATAL]
+    assert fatal.message.startswith(f"{field}:")
+    assert result.resources == {}
+
+
+def condition_of(result):
+    [only] = [c for c in result.conditions if c.type.startswith(tenant.CONDITION)]
+    return only
