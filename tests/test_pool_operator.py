@@ -146,3 +146,41 @@ def test_a_lowered_capacity_leaves_every_tenant_where_it_is():
     conditions = {c["type"]: c for c in status["status"].get("conditions", [])}
     assert conditions["PoolCapacity"]["reason"] in ("Available", "SliceConflict")
     history.world.close()
+
+
+# -- static gateways: the operator reorders the list -------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["v2", "v1"])
+def test_reordering_static_gateways_moves_nobody_and_overfills_nothing(mode):
+    from tests.world import World
+
+    static = [
+        {"name": "postgresql-1", "hostname": "db1.example.ch", "ports": "10000-10009",
+         "capacity": 5, "listenerPorts": [10009]},
+        {"name": "postgresql-2", "hostname": "db2.example.ch", "ports": "10010-10019",
+         "capacity": 5, "listenerPorts": [10019]},
+    ]  # fmt: skip
+    world = World(mode=mode, gateways=static)
+    for index in (1, 2):
+        world.add_shard(index, capacity=5)  # the Gateways themselves, made by hand
+    names = [f"s{n}" for n in range(6)]
+    for name in names:
+        world.create_tenant(name)
+    world.settle(4)
+    ports = world.ports()
+    assert None not in ports.values()
+    world.check()
+
+    world.sim.edit_input("tcp-access", {**world.input, "gateways": static[::-1]})
+    later = [f"s{n}" for n in range(6, 10)]
+    for name in later:
+        world.create_tenant(name)
+    for _ in range(5):
+        world.round()
+        world.check()  # no Gateway over its capacity, no port twice behind one
+        assert {n: world.port(n) for n in names} == ports  # nobody moved
+    # Two Gateways of capacity 5 (their own listener and four tenants): eight tenants hold a
+    # port, two wait for a slot.
+    assert sum(world.port(n) is not None for n in names + later) == 8
+    world.close()
