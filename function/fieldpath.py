@@ -1,5 +1,6 @@
 """Dotted field paths (`spec.parameters.size`) and `{field.path}` templates over objects."""
 
+import functools
 import re
 from typing import Any
 
@@ -22,10 +23,16 @@ def split(path: str) -> list[str]:
     return parts
 
 
+@functools.lru_cache(maxsize=4096)
+def _parts(path: str) -> tuple[str, ...]:
+    # The same few paths are read over every object of every request.
+    return tuple(split(path))
+
+
 def get(obj: Any, path: str, default: Any = _MISSING) -> Any:
     """Return the value at `path`; raise MissingField (or return `default`) when absent."""
     current = obj
-    for part in split(path):
+    for part in _parts(path):
         if isinstance(current, dict) and part in current:
             current = current[part]
         elif isinstance(current, list) and part.isdigit() and int(part) < len(current):

@@ -21,6 +21,24 @@ def crd_validator(crds_dir: Path) -> Callable[[str, bool], Validator]:
     return Validator.for_flavour
 
 
+# The simulator histories and scenarios take minutes each: they start first, so the
+# workers (pytest-xdist) end together instead of one running them alone at the end.
+SLOW_MODULES = (
+    "test_properties.py",
+    "test_pool_scenarios.py",
+    "test_fuzz.py",
+    "test_pool_operator.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    def slow_first(item) -> int:
+        name = item.path.name
+        return SLOW_MODULES.index(name) if name in SLOW_MODULES else len(SLOW_MODULES)
+
+    items.sort(key=slow_first)  # stable: each module keeps its own order
+
+
 def pytest_sessionfinish(session):
     """A pytest-xdist worker hands its counts to the controller, which prints them."""
     from tests import stats
