@@ -24,8 +24,8 @@ def crd_validator(crds_dir: Path) -> Callable[[str, bool], Validator]:
 # The simulator histories and scenarios take minutes each: they start first, so the
 # workers (pytest-xdist) end together instead of one running them alone at the end.
 SLOW_MODULES = (
-    "test_properties.py",
     "test_pool_scenarios.py",
+    "test_properties.py",
     "test_fuzz.py",
     "test_pool_operator.py",
 )
