@@ -67,18 +67,9 @@ def read(lookups: dict, own: tuple[str, str] | None, lease_namespace: str) -> Le
         if found is None or (own is not None and (found.namespace, found.name) == own):
             continue
         group, kind, namespace, name = found.parent
-        if (group, kind) != (listeners.GATEWAY_GROUP, "Gateway") or not _accepted(obj):
+        if (group, kind) != (listeners.GATEWAY_GROUP, "Gateway") or listeners.accepted(
+            obj
+        ) is not True:
             continue  # a Gateway that never took it carries none of its listeners
         legacy.listeners.setdefault((namespace, name), set()).update(found.ports)
     return legacy
-
-
-def _accepted(obj: dict) -> bool:
-    """Its parent reports it Accepted, for the spec it has now."""
-    generation = fieldpath.get(obj, "metadata.generation", None)
-    for condition in fieldpath.items(obj, "status.conditions"):
-        if isinstance(condition, dict) and condition.get("type") == "Accepted":
-            seen = condition.get("observedGeneration")
-            current = seen is None or generation is None or seen == generation
-            return condition.get("status") == "True" and current
-    return False

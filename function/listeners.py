@@ -67,13 +67,17 @@ def _text(value: object, default: str) -> str:
 
 
 def _refused(obj: dict) -> bool:
-    """Its status says the parent did not accept it, for the spec it has now (a report
-    about an older generation says nothing about this one)."""
-    found = fieldpath.get(obj, "status.conditions", None)
+    return accepted(obj) is False
+
+
+def accepted(obj: dict) -> bool | None:
+    """What its parent's `Accepted` condition says of the spec it has now; None with no
+    report (or only one about an older generation, which says nothing about this one)."""
     generation = fieldpath.get(obj, "metadata.generation", None)
-    for condition in found if isinstance(found, list) else []:
+    for condition in fieldpath.items(obj, "status.conditions"):
         if isinstance(condition, dict) and condition.get("type") == "Accepted":
             seen = condition.get("observedGeneration")
-            current = seen is None or generation is None or seen == generation
-            return condition.get("status") == "False" and current
-    return False
+            if seen is not None and generation is not None and seen != generation:
+                return None
+            return {"True": True, "False": False}.get(condition.get("status"))
+    return None
