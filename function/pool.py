@@ -17,6 +17,8 @@ recomputed from the current input. Input changes (`capacity`, `ports`) shape new
 only; a new shard whose slice would overlap an existing slice or claim is not added.
 """
 
+import bisect
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -111,14 +113,26 @@ class Usage:
         """Shards that carry a claim or a tenant listener."""
         return {i for i in (*self.ports, *self.listeners) if self.taken(i)}
 
+    @functools.cached_property
+    def _held_sorted(self) -> list[int]:
+        # Read only once every claim is counted; free() runs per shard per growth step, so
+        # the claimed ports of a slice are found by bisection, not by a pass over them all.
+        return sorted(self.held)
+
+    def held_in(self, ports: "Slice") -> list[int]:
+        """Every claimed port in this slice, whatever shard its claim names."""
+        low = bisect.bisect_left(self._held_sorted, ports.start)
+        return self._held_sorted[low : bisect.bisect_right(self._held_sorted, ports.end)]
+
     def held_elsewhere(self, index: int, ports: "Slice") -> set[int]:
         """Ports of shard `index`'s slice that claims of other shards (or of none) hold."""
-        return {p for p in self.held if p in ports} - self.ports.get(index, set())
+        return set(self.held_in(ports)) - self.ports.get(index, set())
 
     def free(self, index: int, ports: "Slice", capacity: int) -> int:
         """Tenant slots left, and never more than the slice has ports nobody holds."""
         slots = capacity - 1 - self.used(index)
-        unavailable = {p for p in self.held | self.listeners.get(index, set()) if p in ports}
+        listening = {p for p in self.listeners.get(index, ()) if p in ports}
+        unavailable = listening.union(self.held_in(ports))
         return max(0, min(slots, ports.width - 1 - len(unavailable)))
 
 
@@ -346,6 +360,7 @@ def _capacity(spec: GatewayPool, ports: Slice) -> int:
 
 def _usage(spec: GatewayPool, objects: list, slices: "Slices", result: StepResult) -> Usage:
     usage = Usage()
+    highest = _max_index(spec, slices)
     for obj in objects:
         claim = claimlib.parse(obj)
         if claim is None:
@@ -355,7 +370,7 @@ def _usage(spec: GatewayPool, objects: list, slices: "Slices", result: StepResul
         usage.held.add(claim.port)
         if claim.holder and not claim.blocked:  # a blocked claim is no port: it waits
             usage.holders.add(claim.holder)
-        if claim.shard is None or not 1 <= claim.shard <= _max_index(spec, slices):
+        if claim.shard is None or not 1 <= claim.shard <= highest:
             # No shard of the pool, nor one it may ever have: it never makes one.
             usage.orphans.append(claim.name)
             continue
