@@ -39,7 +39,6 @@ REFERENCEGRANT_KEY = "tcp-referencegrant"
 NETWORKPOLICY_KEY = "tcp-networkpolicy"
 DATA_PATH_KEYS = (LISTENERSET_KEY, ROUTE_KEY, REFERENCEGRANT_KEY, NETWORKPOLICY_KEY)
 ROLES = ("listenerSet", "route", "networkPolicy", "referenceGrant")
-SECRET_KEY = "tcp-connection-secret"
 
 
 FIRST = steps.Scope(steps.FIRST_PREFIX, steps.FIRST_STATUS_PATH, CONDITION, first=True)

@@ -28,7 +28,6 @@ from function import fieldpath
 from function.claims import elsewhere, lease_of
 from function.names import digest, fit
 
-KEY = "tcp-ticket"
 # All `parse` reads of a ticket, as a Lease or an Object wrapping one.
 FIELDS = (
     "kind",
