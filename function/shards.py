@@ -3,7 +3,7 @@
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from function import fieldpath, labels
+from function import fieldpath, labels, resting
 from function.inputs import StaticGateway, parse_port_range
 
 
@@ -21,6 +21,8 @@ class Shard:
     used_hint: int | None = None
     accepting: bool | None = None
     address: str | None = None
+    record: resting.Record | None = None  # freed ports that rest (None: resting is off)
+    record_error: str | None = None  # a record that cannot be read: no port is offered
 
     @property
     def own_listeners(self) -> int:
@@ -80,6 +82,11 @@ def from_gateway(gateway: dict) -> Shard:
     accepting = meta_labels.get(labels.ACCEPTING)
     hostname = annotations.get(labels.HOSTNAME)
     name, namespace = metadata.get("name"), metadata.get("namespace")
+    record, record_error = None, None
+    try:
+        record = resting.read(annotations, start, end - start + 1)
+    except resting.RecordError as err:
+        record_error = str(err)
 
     return Shard(
         index=index,
@@ -94,6 +101,8 @@ def from_gateway(gateway: dict) -> Shard:
         used_hint=used_hint,
         accepting=None if accepting is None else accepting == "true",
         address=first_address(gateway),
+        record=record,
+        record_error=record_error,
     )
 
 
