@@ -43,6 +43,10 @@ _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_"
 _DIGIT = {c: i for i, c in enumerate(_ALPHABET)}
 _GROUP = re.compile(r"^([0-9a-z]{1,8}):([0-9A-Za-z_-]*)$")
 _BITMAP = re.compile(r"^[0-9A-Za-z_-]*$")
+_BITS = [tuple(i for i in range(8) if byte & (0x80 >> i)) for byte in range(256)]
+
+
+ANNOTATIONS = (labels.PORT_REST, labels.PORTS_SEEN, labels.PORTS_FREED)
 
 
 class RecordError(ValueError):
@@ -228,10 +232,9 @@ def _read_bitmap(text: object, start: int, width: int) -> frozenset[int] | None:
         return None
     if len(bits) != (width + 7) // 8:
         return None
-    found = set()
-    for offset in range(width):
-        if bits[offset // 8] & (0x80 >> (offset % 8)):
-            found.add(start + offset)
+    found = [start + 8 * k + i for k, byte in enumerate(bits) if byte for i in _BITS[byte]]
+    if found and found[-1] >= start + width:
+        return None  # a bit beyond the slice
     return frozenset(found)
 
 

@@ -1,5 +1,6 @@
 """Shards: Gateways of a pool, read from labels and annotations, or given statically."""
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -21,8 +22,8 @@ class Shard:
     used_hint: int | None = None
     accepting: bool | None = None
     address: str | None = None
-    record: resting.Record | None = None  # freed ports that rest (None: resting is off)
-    record_error: str | None = None  # a record that cannot be read: no port is offered
+    # The resting record's annotations as written, read only where a port is chosen.
+    record_annotations: tuple[tuple[str, str], ...] = ()
 
     @property
     def own_listeners(self) -> int:
@@ -39,6 +40,24 @@ class Shard:
 
     def ports(self) -> range:
         return range(self.port_start, self.port_end + 1)
+
+    @functools.cached_property
+    def _record(self) -> tuple[resting.Record | None, str | None]:
+        width = self.port_end - self.port_start + 1
+        try:
+            return resting.read(dict(self.record_annotations), self.port_start, width), None
+        except resting.RecordError as err:
+            return None, str(err)
+
+    @property
+    def record(self) -> resting.Record | None:
+        """Freed ports that rest (function/resting.py); None: resting is off."""
+        return self._record[0]
+
+    @property
+    def record_error(self) -> str | None:
+        """Why the record cannot be read: then the shard offers no port."""
+        return self._record[1]
 
 
 class ShardError(ValueError):
@@ -82,11 +101,7 @@ def from_gateway(gateway: dict) -> Shard:
     accepting = meta_labels.get(labels.ACCEPTING)
     hostname = annotations.get(labels.HOSTNAME)
     name, namespace = metadata.get("name"), metadata.get("namespace")
-    record, record_error = None, None
-    try:
-        record = resting.read(annotations, start, end - start + 1)
-    except resting.RecordError as err:
-        record_error = str(err)
+    record = tuple((k, annotations[k]) for k in resting.ANNOTATIONS if k in annotations)
 
     return Shard(
         index=index,
@@ -101,8 +116,7 @@ def from_gateway(gateway: dict) -> Shard:
         used_hint=used_hint,
         accepting=None if accepting is None else accepting == "true",
         address=first_address(gateway),
-        record=record,
-        record_error=record_error,
+        record_annotations=record,
     )
 
 
