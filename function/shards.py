@@ -101,7 +101,12 @@ def from_gateway(gateway: dict) -> Shard:
     accepting = meta_labels.get(labels.ACCEPTING)
     hostname = annotations.get(labels.HOSTNAME)
     name, namespace = metadata.get("name"), metadata.get("namespace")
-    record = tuple((k, annotations[k]) for k in resting.ANNOTATIONS if k in annotations)
+    # Anything but a string is no record the pool step wrote: kept so that it is refused.
+    record = tuple(
+        (key, value if isinstance(value, str) else f"<{type(value).__name__}>")
+        for key, value in annotations.items()
+        if key in resting.ANNOTATIONS
+    )
 
     return Shard(
         index=index,

@@ -223,6 +223,7 @@ GARBLED = [
     {labels.PORT_REST: "3600", labels.PORTS_FREED: "1:0000"},  # one port twice
     {labels.PORT_REST: "3600", labels.PORTS_FREED: "1:00;"},
     {labels.PORT_REST: 3600},
+    {labels.PORT_REST: "3600", labels.PORTS_SEEN: ["AA"]},
 ]
 
 
@@ -234,6 +235,7 @@ def test_a_garbled_record_never_makes_a_port_claimable(record):
     platform.claim(10000)
     platform.pool_step(NOW)
     platform.annotations().update(record)
+    assert hash(shards.from_gateway(platform.gateway()))  # still a plain value
     assert platform.offered(NOW + 10 * HOUR) == []
     decision = platform.decide("uid-new", NOW + 10 * HOUR)
     assert decision.allocation is None or decision.allocation.shard != 1
