@@ -105,7 +105,8 @@ class Usage:
     strays: list[str] = field(default_factory=list)  # claims outside their shard's slice
     holders: set[str] = field(default_factory=set)  # who holds a claim it may use
     waiting: int = 0  # live waiters: tenants in line that hold no claim
-    resting: dict[int, dict[int, int | None]] = field(default_factory=dict)  # port -> rested at
+    # Freed ports that rest, by shard: port -> epoch second its rest ends (None: not timed yet)
+    resting: dict[int, dict[int, int | None]] = field(default_factory=dict)
 
     def taken(self, index: int) -> set[int]:
         # A cluster-scoped tenant has a claim and a listener on one port: one slot.
