@@ -38,14 +38,11 @@ from dataclasses import dataclass
 from function import labels
 from function.inputs import MAX_PORT_REST
 
-MAX_REST = MAX_PORT_REST  # the longest rest a record may state
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_"
 _DIGIT = {c: i for i, c in enumerate(_ALPHABET)}
 _GROUP = re.compile(r"^([0-9a-z]{1,8}):([0-9A-Za-z_-]*)$")
 _BITMAP = re.compile(r"^[0-9A-Za-z_-]*$")
 _BITS = [tuple(i for i in range(8) if byte & (0x80 >> i)) for byte in range(256)]
-
-
 ANNOTATIONS = (labels.PORT_REST, labels.PORTS_SEEN, labels.PORTS_FREED)
 
 
@@ -61,9 +58,6 @@ class Record:
     seen: frozenset[int] = frozenset()  # taken when the pool step last looked
     # (epoch second the pool step first saw them free, ports in the order freed), oldest first
     freed: tuple[tuple[int, tuple[int, ...]], ...] = ()
-
-    def freed_at(self) -> dict[int, int]:
-        return {port: time for time, group in self.freed for port in group}
 
 
 def resting(
@@ -178,7 +172,7 @@ def read(annotations_: dict, start: int, width: int) -> Record | None:
     rest_text = annotations_.get(labels.PORT_REST)
     if rest_text is None:
         return None
-    if not isinstance(rest_text, str) or not rest_text.isdigit() or int(rest_text) > MAX_REST:
+    if not isinstance(rest_text, str) or not rest_text.isdigit() or int(rest_text) > MAX_PORT_REST:
         raise RecordError(f"annotation {labels.PORT_REST} {rest_text!r} is no number of seconds")
     rest = int(rest_text)
     seen_text = annotations_.get(labels.PORTS_SEEN, "")
