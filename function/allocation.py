@@ -28,7 +28,7 @@ from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
 
 from function import claims as claimlib
-from function import labels, legacy, listeners, tickets
+from function import labels, legacy, listeners, resting, tickets
 from function.names import digest, label_value
 from function.requirement import Requirement
 from function.shards import Shard, ShardError, from_gateway
@@ -190,17 +190,26 @@ def start_offset(identity: str, size: int) -> int:
     return int(digest(identity, 12), 16) % size
 
 
-def free_ports(shard: Shard, view: ShardView, claimed: Set[int] = frozenset()) -> list[int]:
-    """The ports a new tenant may claim on this shard: its lowest free ports, as many as it
-    has free slots. A claim locks a port, not a slot: offering more ports than free slots
-    (a range wider than the capacity) would let tenants racing from one view all get one,
-    beyond the shard's capacity. `claimed`: ports any claim in view holds, whatever shard
-    it names (the claim's name locks the port pool-wide)."""
+def free_ports(
+    shard: Shard,
+    view: ShardView,
+    claimed: Set[int] = frozenset(),
+    now: datetime.datetime | None = None,
+) -> list[int]:
+    """The ports a new tenant may claim on this shard: its first free ports in the resting
+    order (function/resting.py: never used, then free longest; lowest first where the shard
+    keeps no record), as many as it has free slots, less those still resting at `now`. A
+    claim locks a port, not a slot: offering more ports than free slots (a range wider than
+    the capacity) would let tenants racing from one view all get one, beyond the shard's
+    capacity. `claimed`: ports any claim in view holds, whatever shard it names (the
+    claim's name locks the port pool-wide)."""
+    if shard.record_error is not None:
+        return []  # which ports rest is unknown: none may be claimed early
     room = shard.tenant_slots - len(view.tenants)
-    if room <= 0:
-        return []
     blocked = view.taken | claimed | shard.own_ports | shard.held_elsewhere
-    return [port for port in shard.ports() if port not in blocked][:room]
+    free = [port for port in shard.ports() if port not in blocked]
+    rests = () if shard.record is None else resting.resting(shard.record, blocked, now)
+    return resting.offer(free, room, shard.record, rests)
 
 
 def decide(
@@ -368,8 +377,15 @@ def _choose(
         slots += [
             (shard, port)
             for shard, view in zip(candidates, views, strict=True)
-            for port in free_ports(shard, view, claimed)
+            for port in free_ports(shard, view, claimed, now)
         ]
+        for shard in candidates:
+            if shard.record is not None and now is not None:
+                decision.timed = True  # which freed ports have rested depends on the time
+            if shard.record_error is not None:
+                decision.warnings.append(
+                    f"shard {shard.index} ({shard.gateway}) offers no port: {shard.record_error}"
+                )
         if identity in waiters:
             place = waiters.index(identity)
             if place < len(slots):
@@ -673,6 +689,7 @@ def place(
     lookups: dict,
     attempt: int = 1,
     pending: list[dict] | tuple = (),
+    now: datetime.datetime | None = None,
 ) -> Decision:
     if current is not None and not current.conflicted:
         decision = _sticky(
@@ -710,4 +727,4 @@ def place(
             result.taken.add(current.port)  # the port it lost stays someone else's
         return result
 
-    return _choose(pool, identity, lookups, attempt, decision, view)
+    return _choose(pool, identity, lookups, attempt, decision, view, now=now)

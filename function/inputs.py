@@ -53,6 +53,25 @@ def parse_port_range(text: str) -> tuple[int, int]:
     return start, end
 
 
+DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+MAX_PORT_REST = 168 * 3600  # a week: longer keeps slots from tenants for little gain
+
+
+def parse_duration(text: str, most: int) -> int:
+    """Seconds in a duration such as `1h30m`, `90s` or `0`; raise ValueError naming what is
+    wrong."""
+    match = DURATION.match(text.strip())
+    if text.strip() == "0":
+        return 0
+    if not text.strip() or match is None:
+        raise ValueError(f"{text!r} is not a duration such as 1h, 30m, 90s or 0")
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total > most:
+        raise ValueError(f"{text!r} is longer than {most // 3600}h")
+    return total
+
+
 class _Model(BaseModel):
     # Unknown fields are typos: reject them so the author learns at once.
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -588,6 +607,17 @@ class GatewayPool(_Model):
         "may lower a provider's figure, never raise it.",
     )
     ports: str = Field(description="Port range of the pool; shard n owns its n-th slice.")
+    portsPerShard: whole(ge=2, le=65535) | None = Field(
+        default=None,
+        description="Ports in a new shard's slice (default: capacity). Ports beyond the "
+        "capacity are spares where freed ports rest without costing a tenant slot. Fixed for "
+        "a shard's life, like its slice.",
+    )
+    portRest: str = Field(
+        default="1h",
+        description="How long a freed port rests before a tenant may claim it: a duration "
+        "such as 1h, 30m or 90s, at most 168h; 0 turns resting off.",
+    )
     hostname: str = Field(description="DNS name per shard, with {index} (from 1).")
     minShards: whole(ge=0) = Field(default=1)
     maxShards: whole(ge=1) = Field(default=50)
@@ -622,6 +652,12 @@ class GatewayPool(_Model):
         parse_port_range(value)
         return value
 
+    @field_validator("portRest")
+    @classmethod
+    def _port_rest(cls, value: str) -> str:
+        parse_duration(value, MAX_PORT_REST)
+        return value
+
     @field_validator("hostname")
     @classmethod
     def _hostname(cls, value: str) -> str:
@@ -648,12 +684,16 @@ class GatewayPool(_Model):
             )
         if self.minShards > self.maxShards:
             raise ValueError(f"minShards: {self.minShards} is above maxShards {self.maxShards}")
+        if self.portsPerShard is not None and self.portsPerShard < self.shard_capacity:
+            raise ValueError(
+                f"portsPerShard: {self.portsPerShard} is below capacity {self.shard_capacity}"
+            )
         start, end = parse_port_range(self.ports)
-        needed = self.maxShards * self.shard_capacity
+        needed = self.maxShards * self.slice_width
         if end - start + 1 < needed:
             raise ValueError(
-                f"ports: {self.ports} holds {end - start + 1} ports; maxShards x capacity "
-                f"needs {needed}"
+                f"ports: {self.ports} holds {end - start + 1} ports; maxShards x "
+                f"{'portsPerShard' if self.portsPerShard else 'capacity'} needs {needed}"
             )
         return self
 
@@ -661,11 +701,19 @@ class GatewayPool(_Model):
     def shard_capacity(self) -> int:
         return self.capacity or PROVIDER_CAPACITY[self.provider]
 
+    @property
+    def slice_width(self) -> int:
+        return self.portsPerShard or self.shard_capacity
+
+    @property
+    def rest_seconds(self) -> int:
+        return parse_duration(self.portRest, MAX_PORT_REST)
+
     def slice(self, index: int) -> tuple[int, int]:
-        """Shard `index` (from 1) owns the index-th slice of `capacity` ports."""
+        """Shard `index` (from 1) owns the index-th slice of `portsPerShard` ports."""
         start, _ = parse_port_range(self.ports)
-        first = start + (index - 1) * self.shard_capacity
-        return first, first + self.shard_capacity - 1
+        first = start + (index - 1) * self.slice_width
+        return first, first + self.slice_width - 1
 
     def hostname_for(self, index: int) -> str:
         return self.hostname.replace("{index}", str(index))

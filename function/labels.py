@@ -35,3 +35,8 @@ OWNER_UID = f"{PREFIX}/owner-uid"
 BLOCKED = f"{PREFIX}/blocked"
 
 NAMESPACE_NAME = "kubernetes.io/metadata.name"
+# On a shard Gateway, the record of freed ports that rest before reuse (function/resting.py):
+# how long they rest, the ports taken when the pool step last looked, the ports freed since.
+PORT_REST = f"{PREFIX}/port-rest"
+PORTS_SEEN = f"{PREFIX}/ports-seen"
+PORTS_FREED = f"{PREFIX}/ports-freed"

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 
 from function import claims as claimlib
-from function import fieldpath, labels, listeners, tickets
+from function import fieldpath, labels, listeners, resting, tickets
 from function.allocation import TICKETS, Pool, Requirement
 from function.builders.gateway import shard_gateway
 from function.builders.object import wrap
@@ -70,6 +70,10 @@ class Slice:
     def width(self) -> int:
         return self.end - self.start + 1
 
+    @property
+    def tenant_ports(self) -> range:
+        return range(self.start, self.end)  # all but its own listener's
+
     def __contains__(self, port: object) -> bool:
         return isinstance(port, int) and self.start <= port <= self.end
 
@@ -101,6 +105,8 @@ class Usage:
     strays: list[str] = field(default_factory=list)  # claims outside their shard's slice
     holders: set[str] = field(default_factory=set)  # who holds a claim it may use
     waiting: int = 0  # live waiters: tenants in line that hold no claim
+    # Freed ports that rest, by shard: port -> epoch second its rest ends (None: not timed yet)
+    resting: dict[int, dict[int, int | None]] = field(default_factory=dict)
 
     def taken(self, index: int) -> set[int]:
         # A cluster-scoped tenant has a claim and a listener on one port: one slot.
@@ -110,8 +116,11 @@ class Usage:
         return len(self.taken(index))
 
     def holding(self) -> set[int]:
-        """Shards that carry a claim or a tenant listener."""
-        return {i for i in (*self.ports, *self.listeners) if self.taken(i)}
+        """Shards that carry a claim or a tenant listener, or whose freed ports rest (a
+        shard added again would know nothing of them)."""
+        return {i for i in (*self.ports, *self.listeners) if self.taken(i)} | {
+            i for i, ports in self.resting.items() if ports
+        }
 
     @functools.cached_property
     def _held_sorted(self) -> list[int]:
@@ -132,8 +141,13 @@ class Usage:
         """Tenant slots left, and never more than the slice has ports nobody holds."""
         slots = capacity - 1 - self.used(index)
         listening = {p for p in self.listeners.get(index, ()) if p in ports}
-        unavailable = listening.union(self.held_in(ports))
+        unavailable = listening.union(self.held_in(ports), self.resting.get(index, ()))
         return max(0, min(slots, ports.width - 1 - len(unavailable)))
+
+    def slice_taken(self, index: int, ports: "Slice") -> set[int]:
+        """Ports of the slice a claim or a listener on the shard holds: its resting record."""
+        listening = {p for p in self.listeners.get(index, ()) if p in ports}
+        return listening.union(self.held_in(ports))
 
 
 def _pool(spec: GatewayPool) -> Pool:
@@ -216,6 +230,10 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
     if warning:
         result.results.append(Result(WARNING, warning))
     _count_listeners(spec, usage, listener_sets, set(observed) | set(slices.recorded))
+    # Both lookups empty may be a cold cache: then nothing is freed, every record is kept.
+    records = _records(
+        spec, request, observed, slices, usage, result, seen=bool(objects or listener_sets)
+    )
     # Shrink only on evidence from both lookups: an empty one may be a cold cache.
     complete = bool(objects) and bool(listener_sets)
     line = tickets.line(waiting_tickets, spec.namespace, request.now)
@@ -242,6 +260,7 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
             allowed_listeners=_allowed_listeners(spec),
             infrastructure=_infrastructure(spec, name, spec.hostname_for(index)),
             held_elsewhere=format_ports(usage.held_elsewhere(index, ports)),
+            extra_annotations=_record_annotations(spec, records, index, usage, ports, request),
         )
         if spec.wrap is not None:
             gateway = wrap(gateway, provider_config=provider_config)
@@ -261,6 +280,8 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
                 "programmed": programmed,
             }
         )
+        if spec.rest_seconds:
+            shard_status[-1]["resting"] = len(usage.resting.get(index, ()))
     listeners = sum(1 + s["used"] for s in shard_status)
     result.status = {
         "shards": shard_status,
@@ -274,6 +295,8 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         "nodePorts": listeners,
         "waiting": usage.waiting,
     }
+    if spec.rest_seconds:
+        result.status["totals"]["resting"] = sum(s["resting"] for s in shard_status)
     missing = sorted(i for i in usage.ports if i not in observed and i <= count)
     if missing and observed:
         # Claims on a shard whose Gateway is gone (deleted by hand): it comes back, and its
@@ -350,6 +373,65 @@ class Slices:
             # slice only costs the shard a slot (HELD_ELSEWHERE keeps tenants off it).
             return f"shard {index}'s own listener port {new.own_port} is claimed by a tenant"
         return None
+
+
+def _records(
+    spec: GatewayPool,
+    request: StepRequest,
+    observed: dict,
+    slices: "Slices",
+    usage: Usage,
+    result: StepResult,
+    *,
+    seen: bool,
+) -> dict[int, resting.Record]:
+    """Each existing shard's resting record after this look (function/resting.py), and the
+    ports resting on it now (into `usage`). `seen`: the lookups found something; an empty
+    view frees nothing (a cold cache would free every port), it keeps the records."""
+    records: dict[int, resting.Record] = {}
+    if not spec.rest_seconds:
+        return records
+    for index, obj in observed.items():
+        ports = slices[index]
+        gateway = claimlib.inner_manifest(obj) if spec.wrap is not None else obj
+        annotations = fieldpath.mapping(gateway, "metadata.annotations")
+        taken = usage.slice_taken(index, ports)
+        try:
+            previous = resting.read(annotations, ports.start, ports.width)
+        except resting.RecordError as err:
+            # Written by the pool step only, so damaged by hand: every port nobody holds
+            # may have been freed a moment ago, and rests from now.
+            result.results.append(
+                Result(WARNING, f"shard {index}: {err}; its free ports rest from now")
+            )
+            records[index] = resting.restart(
+                taken, ports.tenant_ports, request.now, spec.rest_seconds
+            )
+        else:
+            if not seen and previous is not None:
+                records[index] = resting.Record(spec.rest_seconds, previous.seen, previous.freed)
+            else:
+                records[index] = resting.advance(
+                    previous, taken, ports.tenant_ports, request.now, spec.rest_seconds
+                )
+        usage.resting[index] = resting.resting(records[index], taken, request.now)
+    return records
+
+
+def _record_annotations(
+    spec: GatewayPool,
+    records: dict[int, resting.Record],
+    index: int,
+    usage: Usage,
+    ports: Slice,
+    request: StepRequest,
+) -> dict[str, str]:
+    if not spec.rest_seconds:
+        return {}
+    record = records.get(index) or resting.advance(
+        None, usage.slice_taken(index, ports), ports.tenant_ports, request.now, spec.rest_seconds
+    )
+    return resting.annotations(record, ports.start, ports.width)
 
 
 def _capacity(spec: GatewayPool, ports: Slice) -> int:

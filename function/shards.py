@@ -1,9 +1,10 @@
 """Shards: Gateways of a pool, read from labels and annotations, or given statically."""
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from function import fieldpath, labels
+from function import fieldpath, labels, resting
 from function.inputs import StaticGateway, parse_port_range
 
 
@@ -21,6 +22,8 @@ class Shard:
     used_hint: int | None = None
     accepting: bool | None = None
     address: str | None = None
+    # The resting record's annotations as written, read only where a port is chosen.
+    record_annotations: tuple[tuple[str, str], ...] = ()
 
     @property
     def own_listeners(self) -> int:
@@ -37,6 +40,24 @@ class Shard:
 
     def ports(self) -> range:
         return range(self.port_start, self.port_end + 1)
+
+    @functools.cached_property
+    def _record(self) -> tuple[resting.Record | None, str | None]:
+        width = self.port_end - self.port_start + 1
+        try:
+            return resting.read(dict(self.record_annotations), self.port_start, width), None
+        except resting.RecordError as err:
+            return None, str(err)
+
+    @property
+    def record(self) -> resting.Record | None:
+        """Freed ports that rest (function/resting.py); None: resting is off."""
+        return self._record[0]
+
+    @property
+    def record_error(self) -> str | None:
+        """Why the record cannot be read: then the shard offers no port."""
+        return self._record[1]
 
 
 class ShardError(ValueError):
@@ -80,6 +101,12 @@ def from_gateway(gateway: dict) -> Shard:
     accepting = meta_labels.get(labels.ACCEPTING)
     hostname = annotations.get(labels.HOSTNAME)
     name, namespace = metadata.get("name"), metadata.get("namespace")
+    # Anything but a string is no record the pool step wrote: kept so that it is refused.
+    record = tuple(
+        (key, value if isinstance(value, str) else f"<{type(value).__name__}>")
+        for key, value in annotations.items()
+        if key in resting.ANNOTATIONS
+    )
 
     return Shard(
         index=index,
@@ -94,6 +121,7 @@ def from_gateway(gateway: dict) -> Shard:
         used_hint=used_hint,
         accepting=None if accepting is None else accepting == "true",
         address=first_address(gateway),
+        record_annotations=record,
     )
 
 

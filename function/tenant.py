@@ -159,6 +159,7 @@ def _run(spec: TCPAccess, request: StepRequest, scope: steps.Scope) -> StepResul
             request.lookups,
             attempt=claim_attempt(spec, request),
             pending=_placed_earlier(request, scope),
+            now=request.now,
         )
         if warning:
             decision.warnings.append(warning)

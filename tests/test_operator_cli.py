@@ -13,6 +13,7 @@ has two listeners (a conflict). Another pool (redis) shares the namespace and mu
 in; a wrapped pool (forgejo) has its claims in provider-kubernetes Objects.
 """
 
+import datetime
 import json
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import yaml
 from click.testing import CliRunner
 
 from function import claims as claimlib
-from function import labels, pool
+from function import labels, pool, resting
 from function.builders.gateway import shard_gateway
 from function.builders.lease import ticket as build_ticket
 from function.builders.listenerset import listener_set
@@ -478,3 +479,22 @@ def test_report_build_flags_duplicates_orphans_and_strays():
     assert built.unreadableClaims == ["x"]
     assert built.waiting == ["tcp-postgresql-wait-1"]  # a ticket is no claim
     assert built.shards[0].used == 2 and built.node_ports == 3
+
+
+def test_report_lists_resting_ports_with_their_time_left():
+    freed_at = datetime.datetime(2026, 11, 26, 10, 0, tzinfo=datetime.UTC)
+    gateway = shard(1)
+    record = resting.Record(
+        3600, seen=frozenset({10003, 10004}), freed=((int(freed_at.timestamp()), (10001,)),)
+    )
+    gateway["metadata"]["annotations"].update(resting.annotations(record, 10000, 10))
+    # 10003 is still claimed; 10004's claim went since the pool step looked.
+    now = freed_at + datetime.timedelta(minutes=18, seconds=30)
+    built = reporting.build(POOL, NS, [gateway], [factories.claim(10003, 1)], [], now=now)
+    assert [(r.port, r.secondsLeft) for r in built.resting] == [(10001, 2490), (10004, None)]
+    text = reporting.render_table(built)
+    assert "Resting: port 10001 on shard 1 (postgresql-1), 41m30s left" in text
+    assert "Resting: port 10004 on shard 1 (postgresql-1), freed since the pool step" in text
+    gateway["metadata"]["annotations"][labels.PORTS_FREED] = "garbled"
+    built = reporting.build(POOL, NS, [gateway], [], [], now=now)
+    assert built.resting == [] and labels.PORTS_FREED in built.unreadableRecords[0]

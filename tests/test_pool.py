@@ -10,6 +10,7 @@ from function.step import FATAL, StepRequest
 from tests.factories import NS, claim, tenant_listener_set, ticket
 
 NOW = datetime.datetime(2026, 11, 26, 10, 5, tzinfo=datetime.UTC)
+HOUR, MINUTE = datetime.timedelta(hours=1), datetime.timedelta(minutes=1)
 XR = {"apiVersion": "x/v1", "kind": "XGatewayPool", "metadata": {"name": "postgresql"}}
 INPUT = {
     "pool": "postgresql",
@@ -90,6 +91,7 @@ def test_one_gateway_per_shard_with_its_slice_labels_and_annotations():
         labels.PORTS: "10000-10009",
         labels.CAPACITY: "10",
         labels.USED: "0",
+        labels.PORT_REST: "3600",  # the resting record: nothing seen, nothing freed
     }
     [listener] = gateway["spec"]["listeners"]
     assert (listener["name"], listener["port"], listener["protocol"]) == ("shard", 10009, "TCP")
@@ -103,7 +105,13 @@ def test_one_gateway_per_shard_with_its_slice_labels_and_annotations():
 def test_grows_before_the_headroom_is_gone():
     result = reconcile(spec(), claims_on(1, 7))  # 9 slots, 7 used: 2 free < 3
     assert set(gateways(result)) == {"gateway-1", "gateway-2"}
-    assert result.status["totals"] == {"shards": 2, "slots": 18, "used": 7, "free": 11}
+    assert result.status["totals"] == {
+        "shards": 2,
+        "slots": 18,
+        "used": 7,
+        "free": 11,
+        "resting": 0,
+    }
 
 
 def test_a_full_shard_stops_accepting():
@@ -122,16 +130,30 @@ def test_max_shards_reached_is_a_warning_and_a_condition():
 
 
 def test_trailing_empty_shard_drains_then_goes():
-    grown = reconcile(spec(), claims_on(1, 7) + claims_on(2, 1))
+    unrested = spec(portRest="0")
+    grown = reconcile(unrested, claims_on(1, 7) + claims_on(2, 1))
     assert len(gateways(grown)) == 2
     # Tenants on shard 1 leave: shard 1 alone keeps the headroom, shard 2 holds one claim.
-    result = reconcile(spec(), claims_on(1, 2) + claims_on(2, 1), as_observed(grown))
+    result = reconcile(unrested, claims_on(1, 2) + claims_on(2, 1), as_observed(grown))
     assert len(gateways(result)) == 2  # never removed while it holds a claim
     # The last tenant of shard 2 leaves: first it stops accepting...
-    drain = reconcile(spec(), claims_on(1, 2), as_observed(result))
+    drain = reconcile(unrested, claims_on(1, 2), as_observed(result))
     assert gateways(drain)["gateway-2"]["metadata"]["labels"][labels.ACCEPTING] == "false"
     # ...and only when it was observed draining and still empty, it goes.
-    gone = reconcile(spec(), claims_on(1, 2), as_observed(drain))
+    gone = reconcile(unrested, claims_on(1, 2), as_observed(drain))
+    assert set(gateways(gone)) == {"gateway-1"}
+
+
+def test_a_shard_whose_freed_port_rests_is_not_removed_until_it_has_rested():
+    grown = reconcile(spec(), claims_on(1, 2) + claims_on(2, 1))
+    emptied = reconcile(spec(), claims_on(1, 2), as_observed(grown))
+    kept = reconcile(spec(), claims_on(1, 2), as_observed(emptied), now=NOW + HOUR / 2)
+    assert set(gateways(kept)) == {"gateway-1", "gateway-2"}  # added again, it would forget
+    assert kept.status["shards"][1]["resting"] == 1
+    later = NOW + HOUR + MINUTE
+    drain = reconcile(spec(), claims_on(1, 2), as_observed(kept), now=later)
+    assert gateways(drain)["gateway-2"]["metadata"]["labels"][labels.ACCEPTING] == "false"
+    gone = reconcile(spec(), claims_on(1, 2), as_observed(drain), now=later + MINUTE)
     assert set(gateways(gone)) == {"gateway-1"}
 
 
@@ -157,6 +179,7 @@ def test_status_reports_every_shard_and_nodeports():
         "free": 2,
         "address": "",
         "programmed": False,
+        "resting": 0,
     }
     assert result.status["nodePorts"] == 2 + 7  # two Gateways' own listeners, seven tenants
 

@@ -19,6 +19,7 @@ def shard_gateway(
     allowed_listeners: dict,
     infrastructure: dict,
     held_elsewhere: str = "",
+    extra_annotations: dict[str, str] | None = None,
 ) -> dict:
     start, end = ports
     gateway_labels = {
@@ -34,6 +35,7 @@ def shard_gateway(
     }
     if held_elsewhere:
         annotations[labels.HELD_ELSEWHERE] = held_elsewhere
+    annotations.update(extra_annotations or {})  # the resting record (function/resting.py)
     spec: dict = {
         "gatewayClassName": gateway_class,
         # A Gateway needs one listener of its own. It takes the slice's last port, which is

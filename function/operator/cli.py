@@ -4,6 +4,7 @@ Exit codes: 0 done, 1 unexpected error, 2 bad usage, bad figures or cluster trou
 kubeconfig, API unreachable or refusing), 3 the pool does not exist.
 """
 
+import datetime
 import functools
 import json
 import logging
@@ -127,6 +128,7 @@ def report(pool, namespace, wrapped, kubeconfig, context, output) -> None:
         objects.listener_sets,
         claim_kind=(OBJECT if wrapped else LEASE).kind,
         missing_kinds=objects.missing_kinds,
+        now=datetime.datetime.now(datetime.UTC),
     )
     if output == "json":
         click.echo(reporting.render_json(result), nl=False)

@@ -5,12 +5,13 @@ way the function does. Drift compares the claims (who owns which port) with the 
 actually attached to each shard's Gateway (what the data plane serves).
 """
 
+import datetime
 import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 from function import claims as claimlib
-from function import fieldpath, labels
+from function import fieldpath, labels, resting
 from function.readiness import conditions
 from function.shards import Shard, ShardError, from_gateway
 
@@ -71,6 +72,18 @@ class Conflict:
 
 
 @dataclass
+class Resting:
+    """A freed port that no tenant may claim yet (function/resting.py)."""
+
+    shard: int
+    gateway: str
+    port: int
+    # Seconds of rest left; None: freed since the pool step last looked (it rests a whole
+    # portRest from the pool step's next run).
+    secondsLeft: int | None
+
+
+@dataclass
 class Skipped:
     gateway: str
     reason: str
@@ -91,6 +104,8 @@ class Report:
     unreadableClaims: list[str] = field(default_factory=list)  # name no port
     waiting: list[str] = field(default_factory=list)  # tickets: tenants waiting for a port
     missingKinds: list[str] = field(default_factory=list)  # CRDs not installed
+    resting: list[Resting] = field(default_factory=list)
+    unreadableRecords: list[str] = field(default_factory=list)  # shards offering no port
 
     @property
     def totals(self) -> dict:
@@ -124,6 +139,7 @@ def build(
     *,
     claim_kind: str = "Lease",
     missing_kinds: list[str] | None = None,
+    now: datetime.datetime | None = None,
 ) -> Report:
     report = Report(pool, namespace, claim_kind, missingKinds=list(missing_kinds or []))
     read = _shards(gateways, namespace, report)
@@ -133,7 +149,20 @@ def build(
     for index, (shard, gateway) in read.items():
         report.shards.append(_row(shard, gateway, held[index], attached[index]))
         _drift(shard, held[index], attached[index], report)
+        _resting(shard, held[index].keys() | attached[index].keys(), now, report)
     return report
+
+
+def _resting(shard: Shard, taken: set[int], now: datetime.datetime | None, report: Report):
+    if shard.record_error is not None:
+        message = f"shard {shard.index} ({shard.gateway}): {shard.record_error}"
+        report.unreadableRecords.append(message)
+    if shard.record is None:
+        return
+    clock = None if now is None else int(now.timestamp())
+    for port, until in sorted(resting.resting(shard.record, taken, now).items()):
+        left = None if until is None or clock is None else until - clock
+        report.resting.append(Resting(shard.index, shard.gateway, port, left))
 
 
 def _shards(gateways: list[dict], namespace: str, report: Report):
@@ -337,6 +366,14 @@ def render_table(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _duration(seconds: int) -> str:
+    hours, rest = divmod(max(0, seconds), 3600)
+    minutes, seconds = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m")) if n) + (
+        f"{seconds}s" if seconds or not (hours or minutes) else ""
+    )
+
+
 def _problems(report: Report) -> list[str]:
     lines = [""]
     if not report.drifted:
@@ -358,6 +395,15 @@ def _problems(report: Report) -> list[str]:
         )
     for s in report.skippedShards:
         lines.append(f"Skipped shard: Gateway {s.gateway}: {s.reason}")
+    for r in report.resting:
+        left = (
+            "freed since the pool step last looked"
+            if r.secondsLeft is None
+            else f"{_duration(r.secondsLeft)} left"
+        )
+        lines.append(f"Resting: port {r.port} on shard {r.shard} ({r.gateway}), {left}")
+    for message in report.unreadableRecords:
+        lines.append(f"Unreadable resting record, no port offered: {message}")
     notes = [
         ("Claims naming no shard of the pool", report.orphanedClaims),
         ("Claims outside their shard's port range", report.claimsOutsideSlice),
