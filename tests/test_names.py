@@ -187,3 +187,17 @@ def test_objects_composed_before_an_upgrade_keep_their_names(xr_name, wrapped):
     assert route["spec"]["parentRefs"][0]["name"] == old_names(xr_name)["tcp-listenerset"][0]
     # A new object of the same XR is named by the new scheme.
     assert names_of(fresh["tcp-listenerset"]) != old_names(xr_name)["tcp-listenerset"]
+
+
+@pytest.mark.parametrize("junk", [5, None, "Not_A_Name", "a" * 300, ["x"]])
+def test_an_observed_object_without_a_usable_name_is_named_by_the_rule(junk):
+    """A name the API server would never return is no name to keep: the object gets the
+    name the rule gives, and the step goes on."""
+    xr = {"metadata": {"name": "pg-abc12", "uid": UID}}
+    backend = {"namespace": "tenants", "service": "postgresql-rw", "port": 5432}
+    spec = TCPAccess.model_validate(tenant_input(wrap=False, backend=backend))
+    fresh = run(spec, xr, {"tcp-claim-10003": lease(xr, PORT)})
+    listener_set = copy.deepcopy(fresh["tcp-listenerset"])
+    listener_set["metadata"]["name"] = junk
+    again = run(spec, xr, {"tcp-claim-10003": lease(xr, PORT), "tcp-listenerset": listener_set})
+    assert again["tcp-listenerset"]["metadata"]["name"] == "pg-abc12-tcp-listenerset"
