@@ -32,8 +32,9 @@ def fit(name: str, limit: int = MAX_NAME) -> str:
     """Return `name` as a DNS-1123 label of at most `limit` characters.
 
     A name that is already valid is returned unchanged, so short names stay readable.
-    Anything else is lowercased, cleaned, cut, and given a hash of the *original* text,
-    so two different inputs never end on the same name.
+    Anything else is lowercased, cleaned, cut, and given a hash of the *original* text.
+    For names the platform picks (claims, tickets): a valid name can be another's cut one,
+    so names rendered from what a tenant picks go through `owned`.
     """
     if len(name) <= limit and DNS_LABEL.match(name):
         return name
