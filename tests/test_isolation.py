@@ -12,7 +12,9 @@ manifest inside an Object) and as the cluster and the Gateway controller then tr
 * every name is a DNS-1123 label of at most 63 characters, every label valid, and two XRs
   never share a name of one kind and namespace - for XR names and a pool name of 63
   characters too (hypothesis draws them, siblings that differ only after the 54th
-  character or by a dot where the other has a dash included);
+  character or by a dot where the other has a dash included), and for an XR name picked to
+  be another XR's object name or its name as an earlier version cut it (the attacker's
+  table);
 * the Gateway's data path sends each tenant's port to that tenant's Service and nowhere
   else, also with foreign routes and listener sets around.
 """
