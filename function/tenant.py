@@ -6,6 +6,7 @@ incomplete), and builds the data path once the claim is held.
 """
 
 import base64
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ from function.builders.referencegrant import reference_grant
 from function.builders.tcproute import tcp_route
 from function.flavours import FLAVOURS
 from function.inputs import SERVICE_NAME_RULE, TCPAccess
-from function.names import fit, is_dns_1035_label, is_dns_label, label_value
+from function.names import is_dns_1035_label, is_dns_label, is_dns_subdomain, label_value, owned
 from function.observed import keep, live
 from function.step import WARNING, Condition, Desired, Result, StepRequest, StepResult, fatal
 
@@ -84,6 +85,17 @@ class Tenant:
     namespace: str | None = None  # set for a Crossplane v2 Namespaced XR
     warnings: tuple[str, ...] = ()  # about the input, for this XR (see _tenant)
     scope: steps.Scope = FIRST  # this step's keys among the pipeline's TCPAccess steps
+    existing: dict[str, Named] = field(default_factory=dict)  # key -> names it has now
+
+    def place(self, key: str, name: str, object_name: str, *, shorten: bool = False) -> Named:
+        """Where the object under `key` lives: where it is, if the XR composes it already
+        (a new name is a delete and a create: a listener would lose its port), else under
+        names no other XR can get (names.owned)."""
+        if key in self.existing:
+            return self.existing[key]
+        uid = self.identity
+        inner = owned(name, uid, key, shorten=shorten)
+        return Named(key, inner, owned(object_name, uid, key, shorten=shorten))
 
     def listener_set(self, port: int) -> Named:
         """A Namespaced XR's listener set carries its port: a new port is a new object, so
@@ -91,7 +103,15 @@ class Tenant:
         named = self.objects["listenerSet"]
         if self.namespace is None:
             return named
-        return Named(f"{named.key}-{port}", fit(f"{named.name}-{port}"), named.object_name)
+        return self.place(f"{named.key}-{port}", f"{named.name}-{port}", named.object_name)
+
+    def probe(self, port: int) -> Named:
+        """A blocked claim's probe. Always hashed: `<listener set>-probe-<port>` could be
+        the very name another XR's template renders for its own listener set."""
+        named = self.objects["listenerSet"]
+        key = self.scope.probe_key(port)
+        suffix = f"-probe-{port}"
+        return self.place(key, named.name + suffix, named.object_name + suffix, shorten=True)
 
     def key(self, role: str) -> str:
         return self.objects[role].key
@@ -346,23 +366,40 @@ def _tenant(spec: TCPAccess, request: StepRequest, scope: steps.Scope) -> Tenant
         # The XR's labels are the tenant's: the platform's list decides (inputs.Wrap).
         provider_config, warning = spec.wrap.provider_config(fieldpath.mapping(metadata, "labels"))
         warnings += [warning] if warning else []
-    objects = {role: _named(spec, scope, role, sources) for role in ROLES}
-    _check_distinct(objects, scope, wrapped=spec.wrap is not None)
     xr_namespace = metadata.get("namespace")
     if isinstance(xr_namespace, str) and xr_namespace:
         _check_namespaced(spec, xr_namespace, namespace)
     else:
         xr_namespace = None
-    return Tenant(
+    tenant = Tenant(
         name,
         identity,
         provider_config,
         Backend(namespace, service, selector),
-        objects,
+        {},
         xr_namespace,
         tuple(warnings),
         scope,
+        _existing(request.observed, wrapped=spec.wrap is not None),
     )
+    objects = {role: _named(spec, tenant, role, sources) for role in ROLES}
+    tenant = dataclasses.replace(tenant, objects=objects)
+    _check_distinct(tenant.objects, scope, wrapped=spec.wrap is not None)
+    return tenant
+
+
+def _existing(observed: dict, *, wrapped: bool) -> dict[str, Named]:
+    """The names of what the XR composes, by key. Crossplane shows an XR only the objects it
+    composed, and names cannot change, so these are names the XR holds, whoever can edit
+    the objects (a Namespaced XR's tenant can edit its own)."""
+    found = {}
+    for key, obj in observed.items():
+        name = fieldpath.get(obj, "metadata.name", None) if isinstance(obj, dict) else None
+        inner = _manifest(obj, wrapped).get("metadata") if wrapped else {"name": name}
+        inner = inner.get("name") if isinstance(inner, dict) else None
+        if all(isinstance(n, str) and is_dns_subdomain(n) for n in (name, inner)):
+            found[key] = Named(key, inner, name)
+    return found
 
 
 def _check_namespaced(spec: TCPAccess, xr_namespace: str, backend_namespace: str) -> None:
@@ -380,14 +417,14 @@ def _check_namespaced(spec: TCPAccess, xr_namespace: str, backend_namespace: str
         )
 
 
-def _named(spec: TCPAccess, scope: steps.Scope, role: str, sources: tuple[dict, ...]) -> Named:
-    key, name_template, object_template = scope.resource(spec, role)
+def _named(spec: TCPAccess, tenant: Tenant, role: str, sources: tuple[dict, ...]) -> Named:
+    key, name_template, object_template = tenant.scope.resource(spec, role)
     at = f"resources.{role}"
-    name = fit(_render(f"{at}.name", name_template, sources))
+    name = _render(f"{at}.name", name_template, sources)
     object_name = name
     if object_template is not None:
-        object_name = fit(_render(f"{at}.objectName", object_template, sources))
-    return Named(_render(f"{at}.key", key, sources), name, object_name)
+        object_name = _render(f"{at}.objectName", object_template, sources)
+    return tenant.place(_render(f"{at}.key", key, sources), name, object_name)
 
 
 def _check_distinct(objects: dict[str, Named], scope: steps.Scope, *, wrapped: bool) -> None:
@@ -622,13 +659,13 @@ def _probe(spec: TCPAccess, tenant: Tenant, claim: claimlib.Claim) -> dict | Non
     It is how a stateless step learns that a squatted port is free again."""
     if claim.gateway is None or claim.shard is None:
         return None  # a damaged claim names no Gateway to ask: its port stays blocked
-    named = tenant.objects["listenerSet"]
+    named = tenant.probe(claim.port)
     namespace = tenant.backend.namespace
     if spec.placement == "Gateway":
         namespace = spec.gatewayNamespace
     probe = listener_set(
         flavour=FLAVOURS[spec.gatewayAPI],
-        name=fit(f"{named.name}-probe-{claim.port}"),
+        name=named.name,
         namespace=namespace,
         labels={
             labellib.POOL: spec.pool,
@@ -644,8 +681,7 @@ def _probe(spec: TCPAccess, tenant: Tenant, claim: claimlib.Claim) -> dict | Non
     )
     if spec.wrap is None:
         return probe
-    object_name = fit(f"{named.object_name}-probe-{claim.port}")
-    return wrap(probe, provider_config=tenant.provider_config, name=object_name)
+    return wrap(probe, provider_config=tenant.provider_config, name=named.object_name)
 
 
 def _served(spec: TCPAccess, request: StepRequest) -> int | None:
@@ -783,10 +819,13 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     if not taken:  # never send clients to a port another listener got
         _publish(spec, request, endpoint, result)
     if spec.connectionSecret is not None:
-        secret = _connection_secret(spec, request, tenant, result.connection, common)
-        if wrapped:
-            secret = wrap(secret, provider_config=tenant.provider_config)
         key = tenant.scope.secret_key
+        sources = (request.xr, request.desired_xr)
+        rendered = _render("connectionSecret.name", spec.connectionSecret.name, sources)
+        named = tenant.place(key, rendered, rendered)
+        secret = _connection_secret(spec, request, tenant, named.name, result.connection, common)
+        if wrapped:
+            secret = wrap(secret, provider_config=tenant.provider_config, name=named.object_name)
         result.resources[key] = Desired(secret, key in request.observed)
     result.status = {
         "host": endpoint.host,
@@ -831,17 +870,18 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     result.conditions.append(Condition(tenant.scope.condition, status, reason, message))
 
 
-def _connection_secret(spec, request, tenant: Tenant, details: dict, labels: dict) -> dict:
+def _connection_secret(
+    spec, request, tenant: Tenant, name: str, details: dict, labels: dict
+) -> dict:
     sources = (request.xr, request.desired_xr)
     given = spec.connectionSecret
-    name = _render("connectionSecret.name", given.name, sources)
     namespace = tenant.namespace or tenant.backend.namespace
     if given.namespace is not None:
         namespace = _render("connectionSecret.namespace", given.namespace, sources)
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": fit(name), "namespace": namespace, "labels": dict(labels)},
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
         "type": "connection.crossplane.io/v1alpha1",
         "data": {k: base64.b64encode(v).decode() for k, v in sorted(details.items())},
     }

@@ -12,7 +12,9 @@ manifest inside an Object) and as the cluster and the Gateway controller then tr
 * every name is a DNS-1123 label of at most 63 characters, every label valid, and two XRs
   never share a name of one kind and namespace - for XR names and a pool name of 63
   characters too (hypothesis draws them, siblings that differ only after the 54th
-  character or by a dot where the other has a dash included);
+  character or by a dot where the other has a dash included), and for an XR name picked to
+  be another XR's object name or its name as an earlier version cut it (the attacker's
+  table);
 * the Gateway's data path sends each tenant's port to that tenant's Service and nowhere
   else, also with foreign routes and listener sets around.
 """
@@ -29,7 +31,7 @@ from function.builders.lease import claim as build_claim
 from function.builders.object import wrap as build_wrap
 from function.claims import claim_name
 from function.inputs import TCPAccess
-from function.names import LABEL_VALUE, digest, is_dns_label, label_value
+from function.names import LABEL_VALUE, digest, fit, is_dns_label, label_value
 from function.step import StepRequest
 from tests import stats
 from tests.factories import NS, gateway
@@ -761,6 +763,129 @@ def test_long_names_on_the_simulator_compose_apart(mode, wrap, name, pool, place
             assert world.condition(xr_name) == ("True", "Ready"), world.status(xr_name)
     finally:
         world.close()
+
+
+# -- the attacker's table: names ------------------------------------------------------------
+# A tenant picks its XR's name (on Crossplane v1.x exactly, through its claim's
+# spec.resourceRef) to land on another XR's objects. No row may give two XRs one name, at
+# either level (the provider-kubernetes Object, the object inside), with the default
+# templates or AppCat's (every inner object named like the XR), all of them in namespaces
+# the two share (placement Gateway, one backend namespace).
+
+APPCAT_NAMES = {
+    role: {"key": f"{{metadata.name}}-{suffix}", "name": "{metadata.name}",
+           "objectName": f"{{metadata.name}}-{suffix}"}
+    for role, suffix in (("listenerSet", "xls"), ("route", "tcproute"),
+                         ("networkPolicy", "gw-netpol"), ("referenceGrant", "refgrant"))
+}  # fmt: skip
+TEMPLATES = {"default": {}, "appcat": {"resources": APPCAT_NAMES}}
+LONG_VICTIM = "analytics-production-postgresql-primary-eu-west-1-replica--x7k2p-q"  # 66
+HELD, SQUATTED = 10003, 10007  # the victim's ports; an attacker's are 20 above
+
+
+def settle(spec: TCPAccess, xr: dict, observed: dict) -> dict[str, dict]:
+    """The step's desired resources, through Crossplane's requirement loop."""
+    shard = gateway(1, name="shard-1", ports="10000-10099", capacity=100)
+    lookups: dict = {}
+    previous = None
+    for _ in range(6):
+        result = tenant.run(spec, StepRequest(xr=xr, observed=observed, lookups=lookups))
+        assert not result.fatal, result.results
+        if result.requirements == previous:
+            break
+        previous = result.requirements
+        lookups = {r.name: [o for o in (shard,) if r.matches(o)] for r in result.requirements}
+    return {key: desired.resource for key, desired in result.resources.items()}
+
+
+def lifetime(spec: TCPAccess, xr_name: str, uid: str, port: int) -> dict[tuple, str]:
+    """Every object the step composes for an XR over its life, identity -> key: its ticket
+    while it waits, its claim, a blocked claim and its probe, and its data path."""
+    xr = {"metadata": {"name": xr_name, "uid": uid}}
+    wrapped = spec.wrap is not None
+
+    def claim(at: int, blocked: str | None = None) -> dict:
+        lease = build_claim(name=claim_name(spec.pool, at), namespace=NS, pool=spec.pool,
+                            shard=1, port=at, gateway="shard-1", hostname="db1.example.ch",
+                            owner=xr_name, holder=uid, blocked=blocked)  # fmt: skip
+        return build_wrap(lease, provider_config="p") if wrapped else lease
+
+    waiting = settle(spec, xr, {})
+    settled = settle(
+        spec,
+        xr,
+        {
+            tenant.claim_key(port): claim(port),
+            tenant.claim_key(port + 4): claim(port + 4, blocked="squatted"),
+        },
+    )
+    assert tenant.probe_key(port + 4) in settled and "tcp-ticket" in waiting
+    composed = {**settled, "tcp-ticket": waiting["tcp-ticket"]}  # not its first pick's claim
+    found = {}
+    for key, obj in composed.items():
+        found[object_key(obj)] = key
+        if obj["kind"] == "Object":
+            found[object_key(obj["spec"]["forProvider"]["manifest"])] = key
+    return found
+
+
+def name_attack_input(wrapped: bool, templates: str) -> TCPAccess:
+    return TCPAccess.model_validate(
+        tenant_input(wrap=wrapped, placement="Gateway", backend=backend("tenants"),
+                     **TEMPLATES[templates])
+    )  # fmt: skip
+
+
+NAME_ATTACKS = [
+    pytest.param(LONG_VICTIM, lambda victim, names: [fit(victim)],
+                 id="the-victims-name-as-an-earlier-version-cut-it"),
+    pytest.param(LONG_VICTIM, lambda victim, names: names,
+                 id="each-name-of-a-long-named-victims-objects"),
+    pytest.param("alpha", lambda victim, names: names, id="each-name-of-a-victims-objects"),
+    pytest.param("alpha", lambda victim, names: [f"{victim}-probe-{SQUATTED}",
+                                                 f"{victim}-tcp-listenerset-probe-{SQUATTED}"],
+                 id="the-victims-probe-as-an-earlier-version-named-it"),
+    pytest.param("alpha-db", lambda victim, names: ["alpha.db", "alpha--db", "alpha-db.1"],
+                 id="a-dot-or-a-double-hyphen-for-a-hyphen"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("templates", list(TEMPLATES))
+@pytest.mark.parametrize("wrapped", [True, False], ids=["wrapped", "direct"])
+@pytest.mark.parametrize(("victim", "attack"), NAME_ATTACKS)
+def test_no_xr_name_lands_on_another_xrs_objects(victim, attack, wrapped, templates):
+    spec = name_attack_input(wrapped, templates)
+    theirs = lifetime(spec, victim, "uid-victim", HELD)
+    names = sorted({identity[-1] for identity in theirs})
+    attackers = [name for name in attack(victim, names) if name != victim]  # one XR a name
+    assert attackers
+    for number, attacker in enumerate(attackers):
+        mine = lifetime(spec, attacker, f"uid-attacker-{number}", HELD + 20)
+        shared = {identity: (theirs[identity], mine[identity]) for identity in theirs & mine.keys()}
+        assert not shared, f"XR {attacker!r} composes {victim!r}'s {shared}"
+
+
+@pytest.mark.parametrize("wrapped", [True, False], ids=["wrapped", "direct"])
+@settings(max_examples=40, derandomize=True, database=None, deadline=None,
+          suppress_health_check=list(HealthCheck))  # fmt: skip
+@given(victim=st.one_of(dns_subdomains(1, 253), dns_subdomains(60, 70)), data=st.data())
+def test_two_xrs_never_compose_one_name_whatever_names_they_pick(wrapped, victim, data):
+    """Random names of up to 253 characters, against the victim's name cut as an earlier
+    version did, one of its objects' names, and look-alikes."""
+    spec = name_attack_input(wrapped, data.draw(st.sampled_from(list(TEMPLATES))))
+    theirs = lifetime(spec, victim, "uid-victim", HELD)
+    names = sorted({identity[-1] for identity in theirs})
+    attacker = data.draw(
+        st.one_of(
+            dns_subdomains(1, 253),
+            st.sampled_from([fit(victim), *names, *siblings(victim)]),
+        ),
+        label="attacker",
+    )
+    if attacker == victim:
+        return  # one name is one XR (of a kind) at a time
+    mine = lifetime(spec, attacker, "uid-attacker", HELD + 20)
+    assert not theirs.keys() & mine.keys(), (victim, attacker)
 
 
 def test_connection_details_carry_only_the_tenants_own_endpoint():
