@@ -486,8 +486,16 @@ def _adoption(
 ) -> Adoption | None:
     """The port the XR's listener set already has (from another allocator, or from a claim
     that was lost): claim that one first."""
-    listener = _manifest(request.observed.get(tenant.key("listenerSet")), wrapped)
+    observed = request.observed.get(tenant.key("listenerSet"))
+    listener = _manifest(observed, wrapped)
     port = readiness.listener_port(listener)
+    if not port and wrapped:
+        # AppCat composes port 0 and its webhook writes the port (and may move the
+        # parentRef) at admission: until AppCat's next reconcile only the live object says
+        # where the listener is. Whoever may edit the listener set (the platform, in the
+        # instance namespace) could point this anywhere: _adopt takes no port that is held.
+        listener = live(observed, wrapped) or {}
+        port = readiness.listener_port(listener)
     gateway = fieldpath.text(listener, "spec.parentRef.name")
     if not port or gateway is None:
         return None

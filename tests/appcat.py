@@ -2,7 +2,15 @@
 (XListenerSet with the port it observed, TCPRoute, NetworkPolicy, all wrapped in
 provider-kubernetes Objects keyed `<xr>-xls`, `<xr>-tcproute`, `<xr>-gw-netpol`) and its
 mutating webhook (first free port of one global range, reserved by a Lease `tcp-port-<port>`
-whose holder is the XListenerSet's `namespace/name`)."""
+whose holder is the XListenerSet's `namespace/name`).
+
+As in AppCat, the function composes port 0 until it observes one, and reads it from the
+Object's `status.atProvider.manifest` only; the webhook writes the port when the
+XListenerSet is created. provider-kubernetes compares its manifest with the one it last
+applied, so the webhook's port stays in the live object while the Object still says 0.
+"""
+
+import copy
 
 from crossplane.function import resource, response
 from crossplane.function.proto.v1 import run_function_pb2 as fnv1
@@ -19,6 +27,35 @@ class Webhook:
 
     def __init__(self, cluster: Cluster, start: int = 10000, end: int = 10999):
         self.cluster, self.start, self.end = cluster, start, end
+        self._last_applied: dict[tuple, dict] = {}
+
+    def install(self) -> "Webhook":
+        """Admit every XListenerSet applied to the cluster through this webhook."""
+        apply = self.cluster.apply
+
+        def admitted(obj, *, manager):
+            if obj.get("kind") != "XListenerSet":
+                return apply(obj, manager=manager)
+            meta = obj["metadata"]
+            where = (meta["namespace"], meta["name"])
+            current = self.cluster.get_raw(XLS_API, "XListenerSet", meta["name"], where[0])
+            if current is not None and self._last_applied.get(where) == obj:
+                return current  # up to date with what was last applied: nothing is sent
+            self._last_applied[where] = copy.deepcopy(obj)
+            if current is None:  # the webhook mutates creations only
+                obj = self.admit(obj)
+            return apply(obj, manager=manager)
+
+        self.cluster.apply = admitted
+        return self
+
+    def admit(self, xls: dict) -> dict:
+        xls = copy.deepcopy(xls)
+        holder = f"{xls['metadata']['namespace']}/{xls['metadata']['name']}"
+        for listener in xls["spec"].get("listeners") or []:
+            if not listener.get("port"):
+                listener["port"] = self.allocate(holder)
+        return xls
 
     def allocate(self, holder: str) -> int:
         used = {
@@ -48,19 +85,17 @@ class Webhook:
 
 
 class AppCatFunction:
-    """AppCat's function for one service: it keeps the port it observes, and asks the
-    webhook for one (admission of a port-0 XListenerSet) when there is none."""
+    """AppCat's function for one service: it keeps the port it observes in the live
+    XListenerSet, and composes port 0 (for the webhook to fill in) while there is none."""
 
-    def __init__(self, webhook: Webhook, gateway: str = "postgresql-1"):
-        self.webhook, self.gateway = webhook, gateway
+    def __init__(self, gateway: str = "postgresql-1"):
+        self.gateway = gateway
 
     async def RunFunction(self, req: fnv1.RunFunctionRequest, _=None):
         rsp = response.to(req)
         name = req.observed.composite.resource["metadata"]["name"]
         namespace = f"vshn-postgresql-{name}"
-        port = self._observed_port(req, f"{name}-xls")
-        if port is None:
-            port = self.webhook.allocate(f"{namespace}/{name}")
+        port = self._observed_port(req, f"{name}-xls") or 0
         xls = {
             "apiVersion": XLS_API,
             "kind": "XListenerSet",
@@ -154,8 +189,9 @@ class AppCatFunction:
             }
             resource.update(rsp.desired.resources[key], obj)
             rsp.desired.resources[key].ready = fnv1.Ready.READY_TRUE
-        rsp.desired.composite.connection_details["POSTGRESQL_GATEWAY_HOST"] = b"db1.example.ch"
-        rsp.desired.composite.connection_details["POSTGRESQL_GATEWAY_PORT"] = str(port).encode()
+        if port:
+            rsp.desired.composite.connection_details["POSTGRESQL_GATEWAY_HOST"] = b"db1.example.ch"
+            rsp.desired.composite.connection_details["POSTGRESQL_GATEWAY_PORT"] = str(port).encode()
         return rsp
 
     @staticmethod
@@ -163,6 +199,8 @@ class AppCatFunction:
         if key not in req.observed.resources:
             return None
         obj = resource.struct_to_dict(req.observed.resources[key].resource)
-        listeners = obj["spec"]["forProvider"]["manifest"]["spec"]["listeners"]
-        port = int(listeners[0]["port"])
+        live = (obj.get("status") or {}).get("atProvider", {}).get("manifest")
+        if not live:
+            return None
+        port = int(live["spec"]["listeners"][0]["port"])
         return port or None

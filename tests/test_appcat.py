@@ -160,6 +160,25 @@ def test_adopts_the_port_the_webhook_gave():
     assert condition.reason == "Claiming" and "adopting port 10004" in condition.message
 
 
+def test_adopts_the_port_only_the_live_listener_set_has_yet():
+    # The webhook gave 10014 behind shard 2 at admission; the Object still says port 0.
+    desired = appcat_xls(0, gateway_name="postgresql-1")
+    obj = {**wrapped(appcat_xls(10014, gateway_name="postgresql-2"), "pg-abc12-xls")}
+    obj["spec"] = {"forProvider": {"manifest": desired}}
+    available = [gateway(1), gateway(2)]
+    result = step(spec(), observed={"pg-abc12-xls": obj}, available=available)
+    assert [k for k in result.resources if k.startswith("tcp-claim-")] == ["tcp-claim-10014"]
+    [condition] = result.conditions
+    assert "adopting port 10014 on shard 2" in condition.message
+
+
+def test_a_port_in_the_objects_spec_wins_over_the_live_one():
+    obj = wrapped(appcat_xls(10004), "pg-abc12-xls")
+    obj["status"] = {"atProvider": {"manifest": appcat_xls(10007)}}
+    result = step(spec(), observed={"pg-abc12-xls": obj}, available=[gateway(1)])
+    assert [k for k in result.resources if k.startswith("tcp-claim-")] == ["tcp-claim-10004"]
+
+
 def test_adopts_a_port_outside_the_slice_and_says_so():
     observed = {"pg-abc12-xls": wrapped(appcat_xls(10500), "pg-abc12-xls")}
     result = step(spec(), observed=observed, available=[gateway(1)])
