@@ -941,6 +941,12 @@ def _not_yet(
         status["claimAttempts"] = claim_attempt(spec, request)
         status["triedPorts"] = [*tried_ports(spec, request), alloc.port][-TRIED_PORTS:]
         verb = "adopting" if decision.adopted else "claiming"
+        if decision.adopted:
+            # The XR serves this port already (the objects it has are kept as they are):
+            # its clients and the earlier steps' resources keep being told so meanwhile.
+            address = decision.shard.address if decision.shard else None
+            endpoint = publish.Endpoint(host=alloc.hostname or address, port=alloc.port)
+            _publish(spec, tenant, request, endpoint, result)
         reason = "Claiming"
         message = f"{verb} port {alloc.port} on shard {alloc.shard} ({alloc.gateway})"
         if decision.conflict:

@@ -533,6 +533,30 @@ def test_two_matching_services_are_reported_not_guessed():
     assert condition.reason == "BackendMissing" and "2 Services match" in condition.message
 
 
+def test_a_forgejo_takeover_keeps_ssh_on_while_it_claims_the_webhooks_port():
+    # AppCat's step no longer sets the SSH values once this function allocates: the claim
+    # reconcile must set them for the port the XR serves, or SSH goes off until it is held.
+    name = "codey-5fz3w"
+    xls = appcat_xls(10005, gateway_name="forgejo-1", name=f"{name}-ssh")
+    xls["metadata"]["namespace"] = f"vshn-forgejo-{name}"
+    observed = {f"{name}-ssh-xls": wrapped(xls, f"{name}-ssh-xls")}
+    result = step(
+        TCPAccess.model_validate(FORGEJO), xr=forgejo_xr(name), observed=observed,
+        available=[gateway(1, pool="forgejo"), *chart_services(name)],
+        desired={name: release(name)},
+    )  # fmt: skip
+    assert [k for k in result.resources if k.startswith("tcp-claim-")] == ["tcp-claim-10005"]
+    assert (
+        result.resources[f"{name}-ssh-xls"].resource["spec"] == observed[f"{name}-ssh-xls"]["spec"]
+    )
+    server = result.resources[name].resource["spec"]["forProvider"]["values"]["gitea"]
+    assert server["config"]["server"]["SSH_PORT"] == 10005
+    assert server["config"]["server"]["DISABLE_SSH"] is False
+    assert result.connection["FORGEJO_SSH_PORT"] == b"10005"
+    assert result.composite == {"status.sshPort": 10005}
+    assert result.conditions[0].reason == "Claiming"
+
+
 def test_forgejo_without_ssh_composes_nothing():
     xr = forgejo_xr("codey-5fz3w")
     xr["spec"]["parameters"]["service"]["ssh"]["enabled"] = False
