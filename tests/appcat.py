@@ -11,6 +11,7 @@ applied, so the webhook's port stays in the live object while the Object still s
 """
 
 import copy
+from dataclasses import dataclass
 
 from crossplane.function import resource, response
 from crossplane.function.proto.v1 import run_function_pb2 as fnv1
@@ -84,114 +85,147 @@ class Webhook:
         raise RuntimeError("webhook: port range exhausted")
 
 
+@dataclass(frozen=True)
+class Service:
+    """One service's settings of AppCat's TCP gateway helper (its TCPRouteConfig) and the
+    connection detail keys it publishes. AppCat's code configures PostgreSQL and Forgejo;
+    Redis and MariaDB are its helper applied the same way (see examples/appcat)."""
+
+    kind: str  # vshn-<kind>-<xr> is the instance namespace
+    resource: str  # ResourceName, {xr} the XR's name
+    listener: str
+    backend_port: int
+    pod_port: int
+    pod_selector: dict
+    host_key: str
+    port_key: str
+
+    def resource_name(self, xr: str) -> str:
+        return self.resource.format(xr=xr)
+
+    def backend(self, xr: str) -> str:
+        if self.kind == "forgejo":
+            # The chart's fullname rule, as AppCat's helmFullname.
+            return f"{xr if 'forgejo' in xr else xr + '-forgejo'}-ssh"
+        return {"postgresql": "postgresql-rw", "redis": "redis-headless"}.get(self.kind, self.kind)
+
+    def selector(self, xr: str) -> dict:
+        return {k: v.format(xr=xr) for k, v in self.pod_selector.items()}
+
+
+SERVICES = {
+    "postgresql": Service("postgresql", "{xr}", "postgresql", 5432, 5432,
+                          {"cnpg.io/cluster": "postgresql"},
+                          "POSTGRESQL_GATEWAY_HOST", "POSTGRESQL_GATEWAY_PORT"),
+    "redis": Service("redis", "{xr}", "redis", 6379, 6379, {"app.kubernetes.io/name": "redis"},
+                     "REDIS_GATEWAY_HOST", "REDIS_GATEWAY_PORT"),
+    "mariadb": Service("mariadb", "{xr}", "mariadb", 3306, 3306, {"app": "mariadb"},
+                       "MARIADB_GATEWAY_HOST", "MARIADB_GATEWAY_PORT"),
+    "forgejo": Service("forgejo", "{xr}-ssh", "ssh", 22, 2222,
+                       {"app.kubernetes.io/name": "forgejo", "app.kubernetes.io/instance": "{xr}"},
+                       "FORGEJO_SSH_HOST", "FORGEJO_SSH_PORT"),
+}  # fmt: skip
+
+
+def tcp_objects(
+    service: Service, xr: str, gateway: str, port: int, gateway_namespace: str = NS
+) -> dict[str, dict]:
+    """What AppCat's tcproute.AddTCPRoute composes for one XR, by desired-resource key: an
+    XListenerSet, a TCPRoute and a NetworkPolicy named <resource>, each wrapped in an
+    Object named like its key."""
+    name = service.resource_name(xr)
+    namespace = f"vshn-{service.kind}-{xr}"
+    xls = {
+        "apiVersion": XLS_API,
+        "kind": "XListenerSet",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"appcat.vshn.io/tcpgateway": "true"},
+        },
+        "spec": {
+            "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                          "namespace": gateway_namespace, "name": gateway},
+            "listeners": [{
+                "name": service.listener, "port": port, "protocol": "TCP",
+                "allowedRoutes": {
+                    "namespaces": {"from": "Same"},
+                    "kinds": [{"group": "gateway.networking.k8s.io", "kind": "TCPRoute"}],
+                },
+            }],
+        },
+    }  # fmt: skip
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1alpha2",
+        "kind": "TCPRoute",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "parentRefs": [{"group": "gateway.networking.x-k8s.io", "kind": "XListenerSet",
+                            "name": name, "sectionName": service.listener}],
+            "rules": [{"backendRefs": [{"group": "", "kind": "Service",
+                                        "name": service.backend(xr), "namespace": namespace,
+                                        "port": service.backend_port}]}],
+        },
+    }  # fmt: skip
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "policyTypes": ["Ingress"],
+            "podSelector": {"matchLabels": service.selector(xr)},
+            "ingress": [{
+                "from": [{"namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": gateway_namespace}}}],
+                "ports": [{"protocol": "TCP", "port": service.pod_port}],
+            }],
+        },
+    }  # fmt: skip
+    objects = {}
+    for suffix, inner in (("xls", xls), ("tcproute", route), ("gw-netpol", policy)):
+        key = f"{name}-{suffix}"
+        objects[key] = {
+            "apiVersion": "kubernetes.crossplane.io/v1alpha2",
+            "kind": "Object",
+            "metadata": {"name": key},
+            "spec": {
+                "forProvider": {"manifest": inner},
+                "providerConfigRef": {"name": "kubernetes"},
+            },
+        }
+    return objects
+
+
+def ssh_values(values: dict, host: str | None, port: int) -> dict:
+    """AppCat's enableSSHInRelease: the Forgejo Release values once a port is held."""
+    values = copy.deepcopy(values)
+    server = values.setdefault("gitea", {}).setdefault("config", {}).setdefault("server", {})
+    server.update({"DISABLE_SSH": False, "START_SSH_SERVER": True})
+    if host:
+        server["SSH_DOMAIN"] = host
+    server["SSH_PORT"] = port
+    return values
+
+
 class AppCatFunction:
     """AppCat's function for one service: it keeps the port it observes in the live
     XListenerSet, and composes port 0 (for the webhook to fill in) while there is none."""
 
-    def __init__(self, gateway: str = "postgresql-1"):
-        self.gateway = gateway
+    def __init__(self, gateway: str = "postgresql-1", service: Service = SERVICES["postgresql"]):
+        self.gateway, self.service = gateway, service
 
     async def RunFunction(self, req: fnv1.RunFunctionRequest, _=None):
         rsp = response.to(req)
         name = req.observed.composite.resource["metadata"]["name"]
-        namespace = f"vshn-postgresql-{name}"
-        port = self._observed_port(req, f"{name}-xls") or 0
-        xls = {
-            "apiVersion": XLS_API,
-            "kind": "XListenerSet",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "labels": {"appcat.vshn.io/tcpgateway": "true"},
-            },
-            "spec": {
-                "parentRef": {
-                    "group": "gateway.networking.k8s.io",
-                    "kind": "Gateway",
-                    "namespace": NS,
-                    "name": self.gateway,
-                },
-                "listeners": [
-                    {
-                        "name": "postgresql",
-                        "port": port,
-                        "protocol": "TCP",
-                        "allowedRoutes": {
-                            "namespaces": {"from": "Same"},
-                            "kinds": [{"group": "gateway.networking.k8s.io", "kind": "TCPRoute"}],
-                        },
-                    }
-                ],
-            },
-        }
-        route = {
-            "apiVersion": "gateway.networking.k8s.io/v1alpha2",
-            "kind": "TCPRoute",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {
-                "parentRefs": [
-                    {
-                        "group": "gateway.networking.x-k8s.io",
-                        "kind": "XListenerSet",
-                        "name": name,
-                        "sectionName": "postgresql",
-                    }
-                ],
-                "rules": [
-                    {
-                        "backendRefs": [
-                            {
-                                "group": "",
-                                "kind": "Service",
-                                "name": "postgresql-rw",
-                                "namespace": namespace,
-                                "port": 5432,
-                            }
-                        ]
-                    }
-                ],
-            },
-        }
-        policy = {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {
-                "policyTypes": ["Ingress"],
-                "podSelector": {"matchLabels": {"cnpg.io/cluster": "postgresql"}},
-                "ingress": [
-                    {
-                        "from": [
-                            {
-                                "namespaceSelector": {
-                                    "matchLabels": {"kubernetes.io/metadata.name": NS}
-                                }
-                            }
-                        ],
-                        "ports": [{"protocol": "TCP", "port": 5432}],
-                    }
-                ],
-            },
-        }
-        for key, inner in (
-            (f"{name}-xls", xls),
-            (f"{name}-tcproute", route),
-            (f"{name}-gw-netpol", policy),
-        ):
-            obj = {
-                "apiVersion": "kubernetes.crossplane.io/v1alpha2",
-                "kind": "Object",
-                "metadata": {"name": key},
-                "spec": {
-                    "forProvider": {"manifest": inner},
-                    "providerConfigRef": {"name": "kubernetes"},
-                },
-            }
+        key = f"{self.service.resource_name(name)}-xls"
+        port = self._observed_port(req, key) or 0
+        for key, obj in tcp_objects(self.service, name, self.gateway, port).items():
             resource.update(rsp.desired.resources[key], obj)
             rsp.desired.resources[key].ready = fnv1.Ready.READY_TRUE
         if port:
-            rsp.desired.composite.connection_details["POSTGRESQL_GATEWAY_HOST"] = b"db1.example.ch"
-            rsp.desired.composite.connection_details["POSTGRESQL_GATEWAY_PORT"] = str(port).encode()
+            details = rsp.desired.composite.connection_details
+            details[self.service.host_key] = b"db1.example.ch"
+            details[self.service.port_key] = str(port).encode()
         return rsp
 
     @staticmethod
