@@ -342,6 +342,9 @@ def _tenant(spec: TCPAccess, request: StepRequest, scope: steps.Scope) -> Tenant
             key: _render(f"backend.serviceSelector.{key}", value, sources)
             for key, value in (spec.backend.serviceSelector or {}).items()
         }
+        for key, value in wanted.items():
+            if not backends.is_label_value(value):
+                raise InputError(f"backend.serviceSelector.{key}: {value!r} is not a label value")
         lookup = backends.requirement(scope.prefix, namespace, wanted)
     selector = {
         key: _render(f"backend.podSelector.{key}", value, sources)

@@ -557,6 +557,15 @@ def test_a_forgejo_takeover_keeps_ssh_on_while_it_claims_the_webhooks_port():
     assert result.conditions[0].reason == "Claiming"
 
 
+def test_a_selector_value_no_label_can_hold_is_one_fatal_naming_it():
+    long_name = "a" * 70  # a valid XR name, too long for a label value
+    one_namespace = {**FORGEJO, "backend": {**FORGEJO["backend"], "namespace": "forgejo"}}
+    result = step(TCPAccess.model_validate(one_namespace), xr=forgejo_xr(long_name))
+    [fatal] = result.results
+    assert fatal.severity == "Fatal"
+    assert "backend.serviceSelector.app.kubernetes.io/instance" in fatal.message
+
+
 def test_forgejo_without_ssh_composes_nothing():
     xr = forgejo_xr("codey-5fz3w")
     xr["spec"]["parameters"]["service"]["ssh"]["enabled"] = False
