@@ -21,6 +21,9 @@ INPUTS: list[tuple[type[BaseModel], str]] = [
 OUT = Path(__file__).resolve().parent.parent / "package" / "input"
 
 
+SCALARS = ("boolean", "integer", "number", "string")
+
+
 def openapi(schema: dict, defs: dict) -> dict:
     """Turn pydantic's JSON Schema into a Kubernetes structural OpenAPI v3 schema."""
     if "$ref" in schema:
@@ -31,6 +34,10 @@ def openapi(schema: dict, defs: dict) -> dict:
     if branches:
         # Optional[X] is anyOf [X, null]: the field is optional, its schema is X's.
         kept = [b for b in branches if b.get("type") != "null"]
+        if len(kept) > 1 and all(b.get("type") in SCALARS for b in kept):
+            # Any one scalar (a literal value): a structural schema says so only this way.
+            any_value = {k: v for k, v in schema.items() if k != "anyOf"}
+            return {**openapi_keys(any_value), "x-kubernetes-preserve-unknown-fields": True}
         if len(kept) != 1:
             raise ValueError(f"cannot express {schema} structurally")
         merged = {k: v for k, v in schema.items() if k != "anyOf"}

@@ -100,7 +100,18 @@ class Backend(_Model):
         description="Namespace of the Service: a literal, or a template with {field.path} "
         "placeholders over the observed XR, e.g. vshn-postgresql-{metadata.name}."
     )
-    service: str = Field(description="Name of the Service in that namespace (templates allowed).")
+    service: str | None = Field(
+        default=None,
+        description="Name of the Service in that namespace (templates allowed). Give this or "
+        "serviceSelector.",
+    )
+    serviceSelector: dict[str, str] | None = Field(
+        default=None,
+        description="Labels of the Service (values are templates), for a Service whose name "
+        "no template can give (a Helm chart's fullname rule): the Service in the backend "
+        "namespace with these labels and the port below. Until exactly one exists the route "
+        "is not built (condition reason BackendMissing) and whatever the XR has is kept.",
+    )
     port: Port = Field(description="Service port the route targets.")
     podSelector: dict[str, str] = Field(
         default_factory=dict,
@@ -121,10 +132,19 @@ class Backend(_Model):
 
     @field_validator("service")
     @classmethod
-    def _service(cls, value: str) -> str:
-        if not fieldpath.placeholders(value) and not is_dns_1035_label(value):
+    def _service(cls, value: str | None) -> str | None:
+        literal = value is not None and not fieldpath.placeholders(value)
+        if literal and not is_dns_1035_label(value):
             raise ValueError(f"service {value!r} {SERVICE_NAME_RULE}")
         return value
+
+    @model_validator(mode="after")
+    def _one_service(self) -> "Backend":
+        if (self.service is None) == (self.serviceSelector is None):
+            raise ValueError("give exactly one of service and serviceSelector")
+        if self.serviceSelector is not None and not self.serviceSelector:
+            raise ValueError("serviceSelector: give at least one label")
+        return self
 
 
 class StaticGateway(_Model):
@@ -246,12 +266,19 @@ class Patch(_Model):
 
     resource: str | None = Field(
         default=None,
-        description="Desired-resource key of an earlier step's resource; omit it to patch the "
-        "XR itself (then fieldPath must be below status).",
+        description="Desired-resource key of an earlier step's resource, a template like "
+        "{metadata.name}; omit it to patch the XR itself (then fieldPath must be below status).",
     )
     fieldPath: str = Field(description="Where to write, e.g. spec.forProvider.values.x.")
-    value: Literal["host", "port", "hostPort"] = Field(
-        description="host (the shard hostname), port (a number) or hostPort (host:port)."
+    value: Literal["host", "port", "hostPort"] | None = Field(
+        default=None,
+        description="host (the shard hostname), port (a number) or hostPort (host:port). "
+        "Give this or literal.",
+    )
+    literal: StrictBool | int | float | str | None = Field(
+        default=None,
+        description="A fixed value to write once the XR holds a port (e.g. false to turn a "
+        "setting on only with TCP access).",
     )
 
     @field_validator("fieldPath")
@@ -259,6 +286,12 @@ class Patch(_Model):
     def _path(cls, value: str) -> str:
         fieldpath.split(value)
         return value
+
+    @model_validator(mode="after")
+    def _one_value(self) -> "Patch":
+        if (self.value is None) == (self.literal is None):
+            raise ValueError("give exactly one of value and literal")
+        return self
 
     @model_validator(mode="after")
     def _composite_status_only(self) -> "Patch":
@@ -431,8 +464,8 @@ class TCPAccess(_Model):
 
     templatesReadTenantFields: StrictBool = Field(
         default=False,
-        description="Let the templates of backend, resources and connectionSecret read any XR "
-        "field, the ones tenants set (spec, labels, annotations) included. Off, they read "
+        description="Let the templates of backend, resources, patches and connectionSecret read "
+        "any XR field, the ones tenants set (spec, labels, annotations) included. Off, they read "
         "metadata.name, metadata.uid, metadata.namespace and status.* only. Turn it on only "
         "where the XRD itself constrains those fields (an enum, a pattern).",
     )
@@ -480,9 +513,15 @@ class TCPAccess(_Model):
 
     def _templates(self):
         yield "backend.namespace", self.backend.namespace
-        yield "backend.service", self.backend.service
+        if self.backend.service is not None:
+            yield "backend.service", self.backend.service
+        for key, value in (self.backend.serviceSelector or {}).items():
+            yield f"backend.serviceSelector.{key}", value
         for key, value in self.backend.podSelector.items():
             yield f"backend.podSelector.{key}", value
+        for number, patch in enumerate(self.patches):
+            if patch.resource is not None:
+                yield f"patches.{number}.resource", patch.resource
         for role in ("listenerSet", "route", "networkPolicy", "referenceGrant"):
             named: ResourceName = getattr(self.resources, role)
             for field in ("key", "name", "objectName"):

@@ -53,7 +53,7 @@ def kept_details(keys: ConnectionDetailKeys, observed: dict[str, bytes]) -> dict
 
 
 def apply_patches(
-    patches: list[Patch], endpoint: Endpoint, earlier: dict[str, dict]
+    patches: list[Patch] | tuple[Patch, ...], endpoint: Endpoint, earlier: dict[str, dict]
 ) -> tuple[dict[str, dict], dict[str, Any], list[str]]:
     """(patched earlier resources by key, XR paths -> values, warnings). Nothing but the
     patched field changes in a resource."""
@@ -61,7 +61,7 @@ def apply_patches(
     composite: dict[str, Any] = {}
     warnings: list[str] = []
     for number, patch in enumerate(patches):
-        value = endpoint.value(patch.value)
+        value = patch.literal if patch.value is None else endpoint.value(patch.value)
         if value is None:
             warnings.append(f"patches.{number}: no host known yet for {patch.value}")
             continue

@@ -10,7 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from function import allocation, fieldpath, publish, readiness, shards, steps, tickets
+from function import allocation, backends, fieldpath, publish, readiness, shards, steps, tickets
 from function import claims as claimlib
 from function import labels as labellib
 from function.allocation import Adoption, Decision, Phase
@@ -22,9 +22,10 @@ from function.builders.object import wrap
 from function.builders.referencegrant import reference_grant
 from function.builders.tcproute import tcp_route
 from function.flavours import FLAVOURS
-from function.inputs import SERVICE_NAME_RULE, TCPAccess
+from function.inputs import SERVICE_NAME_RULE, Patch, TCPAccess
 from function.names import is_dns_1035_label, is_dns_label, is_dns_subdomain, label_value, owned
 from function.observed import keep, live
+from function.requirement import Requirement
 from function.step import WARNING, Condition, Desired, Result, StepRequest, StepResult, fatal
 
 # The keys and condition of a pipeline's first (or only) TCPAccess step; later steps have
@@ -60,8 +61,9 @@ class InputError(ValueError):
 @dataclass(frozen=True)
 class Backend:
     namespace: str
-    service: str
+    service: str | None  # None: found by its labels (lookup)
     pod_selector: dict[str, str]
+    lookup: Requirement | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class Tenant:
     warnings: tuple[str, ...] = ()  # about the input, for this XR (see _tenant)
     scope: steps.Scope = FIRST  # this step's keys among the pipeline's TCPAccess steps
     existing: dict[str, Named] = field(default_factory=dict)  # key -> names it has now
+    patches: tuple[Patch, ...] = ()  # the input's, with their resource keys rendered
 
     def place(self, key: str, name: str, object_name: str, *, shorten: bool = False) -> Named:
         """Where the object under `key` lives: where it is, if the XR composes it already
@@ -205,6 +208,8 @@ def _run(spec: TCPAccess, request: StepRequest, scope: steps.Scope) -> StepResul
         _bounded(decision, mine.blocked)
 
     result = StepResult(status_path=spec.statusPath, requirements=decision.requirements)
+    if tenant.backend.lookup is not None:
+        result.requirements.append(tenant.backend.lookup)
     result.timed = decision.timed
     result.results.extend(Result(WARNING, w) for w in (*tenant.warnings, *decision.warnings))
     # Rule 6 and its corollaries: whatever the XR has of ours is returned unchanged unless
@@ -348,9 +353,20 @@ def _tenant(spec: TCPAccess, request: StepRequest, scope: steps.Scope) -> Tenant
     namespace = _render("backend.namespace", spec.backend.namespace, sources)
     if not is_dns_label(namespace):
         raise InputError(f"backend.namespace: {namespace!r} is not a DNS-1123 label")
-    service = _render("backend.service", spec.backend.service, sources)
-    if not is_dns_1035_label(service):
-        raise InputError(f"backend.service: {service!r} {SERVICE_NAME_RULE}")
+    service, lookup = None, None
+    if spec.backend.service is not None:
+        service = _render("backend.service", spec.backend.service, sources)
+        if not is_dns_1035_label(service):
+            raise InputError(f"backend.service: {service!r} {SERVICE_NAME_RULE}")
+    else:
+        wanted = {
+            key: _render(f"backend.serviceSelector.{key}", value, sources)
+            for key, value in (spec.backend.serviceSelector or {}).items()
+        }
+        for key, value in wanted.items():
+            if not backends.is_label_value(value):
+                raise InputError(f"backend.serviceSelector.{key}: {value!r} is not a label value")
+        lookup = backends.requirement(scope.prefix, namespace, wanted)
     selector = {
         key: _render(f"backend.podSelector.{key}", value, sources)
         for key, value in spec.backend.podSelector.items()
@@ -371,16 +387,25 @@ def _tenant(spec: TCPAccess, request: StepRequest, scope: steps.Scope) -> Tenant
         _check_namespaced(spec, xr_namespace, namespace)
     else:
         xr_namespace = None
+    patches = tuple(
+        patch
+        if patch.resource is None
+        else patch.model_copy(
+            update={"resource": _render(f"patches.{n}.resource", patch.resource, sources)}
+        )
+        for n, patch in enumerate(spec.patches)
+    )
     tenant = Tenant(
         name,
         identity,
         provider_config,
-        Backend(namespace, service, selector),
+        Backend(namespace, service, selector, lookup),
         {},
         xr_namespace,
         tuple(warnings),
         scope,
-        _existing(request.observed, wrapped=spec.wrap is not None),
+        existing=_existing(request.observed, wrapped=spec.wrap is not None),
+        patches=patches,
     )
     objects = {role: _named(spec, tenant, role, sources) for role in ROLES}
     tenant = dataclasses.replace(tenant, objects=objects)
@@ -524,8 +549,16 @@ def _adoption(
 ) -> Adoption | None:
     """The port the XR's listener set already has (from another allocator, or from a claim
     that was lost): claim that one first."""
-    listener = _manifest(request.observed.get(tenant.key("listenerSet")), wrapped)
+    observed = request.observed.get(tenant.key("listenerSet"))
+    listener = _manifest(observed, wrapped)
     port = readiness.listener_port(listener)
+    if not port and wrapped:
+        # AppCat composes port 0 and its webhook writes the port (and may move the
+        # parentRef) at admission: until AppCat's next reconcile only the live object says
+        # where the listener is. Whoever may edit the listener set (the platform, in the
+        # instance namespace) could point this anywhere: _adopt takes no port that is held.
+        listener = live(observed, wrapped) or {}
+        port = readiness.listener_port(listener)
     gateway = fieldpath.text(listener, "spec.parentRef.name")
     if not port or gateway is None:
         return None
@@ -754,6 +787,11 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         # it, so the next reconcile claims another port (ObservedClaims, decide).
         blocked = f"port {alloc.port} behind {alloc.gateway} is taken by an older listener"
 
+    service, missing = backend.service, None
+    if backend.lookup is not None:
+        found = backends.find(backend.lookup, request.lookups, spec.backend.port)
+        service, missing = found.service, found.problem
+
     objects = {
         tenant.scope.claim_key(alloc.port): _claim(spec, tenant, alloc, blocked),
         named["listenerSet"].key: listener_set(
@@ -780,7 +818,7 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
             listener_set=named["listenerSet"].name,
             section=spec.listenerName,
             backend_namespace=backend.namespace,
-            service=backend.service,
+            service=service or "",
             port=spec.backend.port,
         ),
         named["networkPolicy"].key: network_policy(
@@ -795,14 +833,17 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     }
     if tenant.namespace is not None:
         del objects[tenant.scope.claim_key(alloc.port)]
-    if route_namespace != backend.namespace:
+    if service is None:
+        # Which Service is not known (yet): the route and grant the XR has stay as they are.
+        del objects[named["route"].key]
+    elif route_namespace != backend.namespace:
         objects[named["referenceGrant"].key] = reference_grant(
             flavour=flavour,
             name=named["referenceGrant"].name,
             namespace=backend.namespace,
             labels=common,
             route_namespace=route_namespace,
-            service=backend.service,
+            service=service,
         )
     else:
         result.resources.pop(named["referenceGrant"].key, None)  # placement changed
@@ -817,7 +858,7 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     address = shard.address if shard else None
     endpoint = publish.Endpoint(host=alloc.hostname or address, port=alloc.port)
     if not taken:  # never send clients to a port another listener got
-        _publish(spec, request, endpoint, result)
+        _publish(spec, tenant, request, endpoint, result)
     if spec.connectionSecret is not None:
         key = tenant.scope.secret_key
         sources = (request.xr, request.desired_xr)
@@ -851,6 +892,8 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     elif taken:
         reason, message = "Conflicted", f"port {alloc.port} is already used behind {alloc.gateway}"
         result.results.append(Result(WARNING, f"listener {message}", reason))
+    elif missing is not None:
+        reason, message = "BackendMissing", f"port {where} is held; {missing}"
     elif all(d.ready for k, d in result.resources.items() if k in objects):
         reason, message = "Ready", f"TCP access at {where}"
     else:
@@ -887,12 +930,12 @@ def _connection_secret(
     }
 
 
-def _publish(spec, request: StepRequest, endpoint, result: StepResult) -> None:
+def _publish(spec, tenant: Tenant, request: StepRequest, endpoint, result: StepResult) -> None:
     details, warnings = publish.connection_details(
         spec.connectionDetails, endpoint, request.desired_connection
     )
     result.connection.update(details)
-    patched, composite, more = publish.apply_patches(spec.patches, endpoint, request.desired)
+    patched, composite, more = publish.apply_patches(tenant.patches, endpoint, request.desired)
     for key, obj in patched.items():
         result.resources[key] = Desired(obj)  # readiness stays as the earlier step said
     result.composite.update(composite)
@@ -942,6 +985,12 @@ def _not_yet(
         status["claimAttempts"] = claim_attempt(spec, request)
         status["triedPorts"] = [*tried_ports(spec, request), alloc.port][-TRIED_PORTS:]
         verb = "adopting" if decision.adopted else "claiming"
+        if decision.adopted:
+            # The XR serves this port already (the objects it has are kept as they are):
+            # its clients and the earlier steps' resources keep being told so meanwhile.
+            address = decision.shard.address if decision.shard else None
+            endpoint = publish.Endpoint(host=alloc.hostname or address, port=alloc.port)
+            _publish(spec, tenant, request, endpoint, result)
         reason = "Claiming"
         message = f"{verb} port {alloc.port} on shard {alloc.shard} ({alloc.gateway})"
         if decision.conflict:

@@ -1,8 +1,11 @@
 """AppCat drop-in on plain data: its names and keys, adoption of webhook-allocated ports,
 coexistence with the webhook, connection-detail templates and patches."""
 
+import pytest
+
 from function import labels, tenant
 from function.inputs import TCPAccess
+from function.requirement import Requirement
 from function.step import WARNING, StepRequest
 from tests.factories import NS, claim, gateway
 
@@ -45,12 +48,14 @@ def spec(**changes) -> TCPAccess:
     return TCPAccess.model_validate({**APPCAT, **changes})
 
 
-def step(spec_, *, observed=None, available=None, desired=None, connection=None):
+def step(spec_, *, observed=None, available=None, desired=None, connection=None, xr=None, v1=False):
+    """Run the step until its requirements settle; `v1`: label lookups span every
+    namespace, as on Crossplane v1.x."""
     lookups: dict = {}
     previous = None
     for _ in range(6):
         request = StepRequest(
-            xr=XR,
+            xr=xr or XR,
             observed=observed or {},
             lookups=lookups,
             desired=desired or {},
@@ -60,9 +65,11 @@ def step(spec_, *, observed=None, available=None, desired=None, connection=None)
         if result.fatal or result.requirements == previous:
             return result
         previous = result.requirements
-        lookups = {
-            r.name: [o for o in available or [] if r.matches(o)] for r in result.requirements
-        }
+        selectors = [
+            Requirement(r.name, r.api_version, r.kind, r.match_labels) if v1 else r
+            for r in result.requirements
+        ]
+        lookups = {r.name: [o for o in available or [] if r.matches(o)] for r in selectors}
     raise AssertionError("requirements did not stabilise")
 
 
@@ -158,6 +165,25 @@ def test_adopts_the_port_the_webhook_gave():
     assert result.resources["pg-abc12-xls"].resource["spec"] == observed["pg-abc12-xls"]["spec"]
     [condition] = result.conditions
     assert condition.reason == "Claiming" and "adopting port 10004" in condition.message
+
+
+def test_adopts_the_port_only_the_live_listener_set_has_yet():
+    # The webhook gave 10014 behind shard 2 at admission; the Object still says port 0.
+    desired = appcat_xls(0, gateway_name="postgresql-1")
+    obj = {**wrapped(appcat_xls(10014, gateway_name="postgresql-2"), "pg-abc12-xls")}
+    obj["spec"] = {"forProvider": {"manifest": desired}}
+    available = [gateway(1), gateway(2)]
+    result = step(spec(), observed={"pg-abc12-xls": obj}, available=available)
+    assert [k for k in result.resources if k.startswith("tcp-claim-")] == ["tcp-claim-10014"]
+    [condition] = result.conditions
+    assert "adopting port 10014 on shard 2" in condition.message
+
+
+def test_a_port_in_the_objects_spec_wins_over_the_live_one():
+    obj = wrapped(appcat_xls(10004), "pg-abc12-xls")
+    obj["status"] = {"atProvider": {"manifest": appcat_xls(10007)}}
+    result = step(spec(), observed={"pg-abc12-xls": obj}, available=[gateway(1)])
+    assert [k for k in result.resources if k.startswith("tcp-claim-")] == ["tcp-claim-10004"]
 
 
 def test_adopts_a_port_outside_the_slice_and_says_so():
@@ -308,6 +334,243 @@ def test_patch_of_the_xr_must_stay_below_status():
         assert "status" in str(err)
     else:
         raise AssertionError("a patch of the XR's spec was accepted")
+
+
+def test_a_patch_needs_one_value():
+    for patch in ({"fieldPath": "status.x"}, {"fieldPath": "status.x", "value": "port",
+                                               "literal": 1}):  # fmt: skip
+        with pytest.raises(ValueError, match="exactly one of value and literal"):
+            spec(patches=[patch])
+
+
+def test_a_patch_key_template_reads_platform_fields_only():
+    # The claim's spec is the tenant's: a key from it could patch any earlier resource.
+    patch = {"resource": "{spec.parameters.target}", "fieldPath": "spec.x", "value": "port"}
+    with pytest.raises(ValueError, match=r"patches.0.resource: \{spec.parameters.target\}"):
+        spec(patches=[patch])
+
+
+# -- Forgejo: the Release keyed by the XR's name, the SSH Service named by Helm's rule --------
+
+FORGEJO = {
+    **APPCAT,
+    "pool": "forgejo",
+    "listenerName": "ssh",
+    "enabledFromFieldPath": "spec.parameters.service.ssh.enabled",
+    "backend": {
+        "namespace": "vshn-forgejo-{metadata.name}",
+        "serviceSelector": {"app.kubernetes.io/name": "forgejo",
+                            "app.kubernetes.io/instance": "{metadata.name}"},
+        "port": 22,
+        "podSelector": {"app.kubernetes.io/name": "forgejo",
+                        "app.kubernetes.io/instance": "{metadata.name}"},
+        "podPort": 2222,
+    },
+    "resources": {
+        "listenerSet": {"key": "{metadata.name}-ssh-xls", "name": "{metadata.name}-ssh",
+                        "objectName": "{metadata.name}-ssh-xls"},
+        "route": {"key": "{metadata.name}-ssh-tcproute", "name": "{metadata.name}-ssh",
+                  "objectName": "{metadata.name}-ssh-tcproute"},
+        "networkPolicy": {"key": "{metadata.name}-ssh-gw-netpol", "name": "{metadata.name}-ssh",
+                          "objectName": "{metadata.name}-ssh-gw-netpol"},
+        "referenceGrant": {"key": "{metadata.name}-ssh-refgrant", "name": "{metadata.name}-ssh",
+                           "objectName": "{metadata.name}-ssh-refgrant"},
+    },
+    "connectionDetails": {"host": "FORGEJO_SSH_HOST", "port": "FORGEJO_SSH_PORT"},
+    "patches": [
+        {"resource": "{metadata.name}", "fieldPath": f"spec.forProvider.values.gitea.config."
+         f"server.{key}", **value}
+        for key, value in (("DISABLE_SSH", {"literal": False}),
+                           ("START_SSH_SERVER", {"literal": True}),
+                           ("SSH_DOMAIN", {"value": "host"}), ("SSH_PORT", {"value": "port"}))
+    ] + [{"fieldPath": "status.sshPort", "value": "port"}],
+}  # fmt: skip
+
+
+def forgejo_xr(name: str) -> dict:
+    return {
+        "apiVersion": "vshn.appcat.vshn.io/v1",
+        "kind": "XVSHNForgejo",
+        "metadata": {"name": name, "uid": f"uid-{name}"},
+        "spec": {"parameters": {"service": {"ssh": {"enabled": True}}}},
+    }
+
+
+def chart_services(release: str, namespace: str | None = None) -> list[dict]:
+    """The Forgejo chart's Services: <fullname>-http and -ssh, both with the chart's labels
+    (fullname: the release name if it contains `forgejo`, else <release>-forgejo)."""
+    fullname = release if "forgejo" in release else f"{release}-forgejo"
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": f"{fullname}-{kind}",
+                "namespace": namespace or f"vshn-forgejo-{release}",
+                "labels": {"app.kubernetes.io/name": "forgejo",
+                           "app.kubernetes.io/instance": release},
+            },
+            "spec": {"ports": [{"name": kind, "port": port}]},
+        }
+        for kind, port in (("http", 3000), ("ssh", 22))
+    ]  # fmt: skip
+
+
+def release(name: str) -> dict:
+    server = {"DOMAIN": "git.example.ch", "DISABLE_SSH": True, "SSH_LISTEN_PORT": 2222}
+    values = {"gitea": {"config": {"server": server}}}
+    return {"apiVersion": "helm.crossplane.io/v1beta1", "kind": "Release",
+            "metadata": {"name": name}, "spec": {"forProvider": {"values": values}}}  # fmt: skip
+
+
+def forgejo_claim(name: str, port: int = 10003) -> dict:
+    return claim(port, 1, holder=f"uid-{name}", owner=name, pool="forgejo", wrapped=True)
+
+
+def manifest(result, key: str) -> dict:
+    return result.resources[key].resource["spec"]["forProvider"]["manifest"]
+
+
+@pytest.mark.parametrize(
+    ("name", "service"),
+    [("codey-5fz3w", "codey-5fz3w-forgejo-ssh"), ("forgejo-x8k2p", "forgejo-x8k2p-ssh")],
+)
+def test_forgejo_routes_to_the_ssh_service_its_chart_named(name, service):
+    result = step(
+        TCPAccess.model_validate(FORGEJO),
+        xr=forgejo_xr(name),
+        observed={"tcp-claim-10003": forgejo_claim(name)},
+        available=[gateway(1, pool="forgejo"), *chart_services(name)],
+        desired={name: release(name)},
+        v1=True,
+    )
+    route = manifest(result, f"{name}-ssh-tcproute")
+    [backend] = route["spec"]["rules"][0]["backendRefs"]
+    assert (backend["name"], backend["port"]) == (service, 22)
+    assert manifest(result, f"{name}-ssh-xls")["metadata"]["name"] == f"{name}-ssh"
+    server = result.resources[name].resource["spec"]["forProvider"]["values"]["gitea"]
+    assert server["config"]["server"] == {
+        "DOMAIN": "git.example.ch",
+        "DISABLE_SSH": False,
+        "START_SSH_SERVER": True,
+        "SSH_DOMAIN": "db1.example.ch",
+        "SSH_LISTEN_PORT": 2222,
+        "SSH_PORT": 10003,
+    }
+    assert result.composite == {"status.sshPort": 10003}
+    assert result.connection == {"FORGEJO_SSH_HOST": b"db1.example.ch",
+                                 "FORGEJO_SSH_PORT": b"10003"}  # fmt: skip
+
+
+def test_forgejo_before_a_port_leaves_the_release_alone():
+    name = "codey-5fz3w"
+    result = step(
+        TCPAccess.model_validate(FORGEJO), xr=forgejo_xr(name),
+        available=[gateway(1, pool="forgejo"), *chart_services(name)],
+        desired={name: release(name)},
+    )  # fmt: skip
+    assert name not in result.resources  # the earlier step's Release stands as it is
+    assert result.composite == {} and result.connection == {}
+
+
+def test_until_the_service_exists_the_route_the_xr_has_is_kept():
+    name = "codey-5fz3w"
+    route = wrapped(
+        {"apiVersion": "gateway.networking.k8s.io/v1alpha2", "kind": "TCPRoute",
+         "metadata": {"name": f"{name}-ssh", "namespace": f"vshn-forgejo-{name}"},
+         "spec": {"rules": [{"backendRefs": [{"name": f"{name}-forgejo-ssh", "port": 22}]}]}},
+        f"{name}-ssh-tcproute",
+    )  # fmt: skip
+    observed = {"tcp-claim-10003": forgejo_claim(name), f"{name}-ssh-tcproute": route}
+    result = step(
+        TCPAccess.model_validate(FORGEJO), xr=forgejo_xr(name), observed=observed,
+        available=[gateway(1, pool="forgejo")], desired={name: release(name)}, v1=True,
+    )  # fmt: skip
+    assert result.resources[f"{name}-ssh-tcproute"].resource["spec"] == route["spec"]
+    assert {"tcp-claim-10003", f"{name}-ssh-xls", f"{name}-ssh-gw-netpol"} <= set(result.resources)
+    [condition] = result.conditions
+    assert condition.reason == "BackendMissing" and condition.status == "False"
+    assert "app.kubernetes.io/instance=codey-5fz3w" in condition.message
+    assert result.connection["FORGEJO_SSH_PORT"] == b"10003"  # the port is held: it is kept
+
+
+def test_a_service_outside_the_backend_namespace_is_never_the_backend():
+    # Anyone may label a Service in their own namespace like the chart's, and v1.x label
+    # lookups span every namespace: a look-alike elsewhere must not catch the route.
+    name = "codey-5fz3w"
+    decoys = chart_services(name, namespace="tenant-mallory")
+    result = step(
+        TCPAccess.model_validate(FORGEJO), xr=forgejo_xr(name),
+        observed={"tcp-claim-10003": forgejo_claim(name)},
+        available=[gateway(1, pool="forgejo"), *decoys], desired={name: release(name)}, v1=True,
+    )  # fmt: skip
+    assert f"{name}-ssh-tcproute" not in result.resources
+    assert result.conditions[0].reason == "BackendMissing"
+    [ssh] = [s for s in chart_services(name) if s["metadata"]["name"].endswith("-ssh")]
+    result = step(
+        TCPAccess.model_validate(FORGEJO), xr=forgejo_xr(name),
+        observed={"tcp-claim-10003": forgejo_claim(name)},
+        available=[gateway(1, pool="forgejo"), *decoys, ssh], desired={name: release(name)},
+        v1=True,
+    )  # fmt: skip
+    route = manifest(result, f"{name}-ssh-tcproute")
+    [backend] = route["spec"]["rules"][0]["backendRefs"]
+    assert backend["name"] == f"{name}-forgejo-ssh"
+    assert route["metadata"]["namespace"] == f"vshn-forgejo-{name}"
+
+
+def test_two_matching_services_are_reported_not_guessed():
+    name = "codey-5fz3w"
+    services = chart_services(name)
+    services[0]["spec"]["ports"] = [{"port": 22}]  # the http Service now has port 22 too
+    result = step(
+        TCPAccess.model_validate(FORGEJO), xr=forgejo_xr(name),
+        observed={"tcp-claim-10003": forgejo_claim(name)},
+        available=[gateway(1, pool="forgejo"), *services], desired={name: release(name)},
+    )  # fmt: skip
+    assert f"{name}-ssh-tcproute" not in result.resources
+    [condition] = result.conditions
+    assert condition.reason == "BackendMissing" and "2 Services match" in condition.message
+
+
+def test_a_forgejo_takeover_keeps_ssh_on_while_it_claims_the_webhooks_port():
+    # AppCat's step no longer sets the SSH values once this function allocates: the claim
+    # reconcile must set them for the port the XR serves, or SSH goes off until it is held.
+    name = "codey-5fz3w"
+    xls = appcat_xls(10005, gateway_name="forgejo-1", name=f"{name}-ssh")
+    xls["metadata"]["namespace"] = f"vshn-forgejo-{name}"
+    observed = {f"{name}-ssh-xls": wrapped(xls, f"{name}-ssh-xls")}
+    result = step(
+        TCPAccess.model_validate(FORGEJO), xr=forgejo_xr(name), observed=observed,
+        available=[gateway(1, pool="forgejo"), *chart_services(name)],
+        desired={name: release(name)},
+    )  # fmt: skip
+    assert [k for k in result.resources if k.startswith("tcp-claim-")] == ["tcp-claim-10005"]
+    assert (
+        result.resources[f"{name}-ssh-xls"].resource["spec"] == observed[f"{name}-ssh-xls"]["spec"]
+    )
+    server = result.resources[name].resource["spec"]["forProvider"]["values"]["gitea"]
+    assert server["config"]["server"]["SSH_PORT"] == 10005
+    assert server["config"]["server"]["DISABLE_SSH"] is False
+    assert result.connection["FORGEJO_SSH_PORT"] == b"10005"
+    assert result.composite == {"status.sshPort": 10005}
+    assert result.conditions[0].reason == "Claiming"
+
+
+def test_a_selector_value_no_label_can_hold_is_one_fatal_naming_it():
+    long_name = "a" * 70  # a valid XR name, too long for a label value
+    one_namespace = {**FORGEJO, "backend": {**FORGEJO["backend"], "namespace": "forgejo"}}
+    result = step(TCPAccess.model_validate(one_namespace), xr=forgejo_xr(long_name))
+    [fatal] = result.results
+    assert fatal.severity == "Fatal"
+    assert "backend.serviceSelector.app.kubernetes.io/instance" in fatal.message
+
+
+def test_forgejo_without_ssh_composes_nothing():
+    xr = forgejo_xr("codey-5fz3w")
+    xr["spec"]["parameters"]["service"]["ssh"]["enabled"] = False
+    result = step(TCPAccess.model_validate(FORGEJO), xr=xr, available=[gateway(1, pool="forgejo")])
+    assert result.resources == {} and result.conditions[0].reason == "Disabled"
 
 
 assert labels.POOL  # labels used by the factories

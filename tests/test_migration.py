@@ -16,6 +16,8 @@ APPCAT_RESOURCES = {
 
 
 def appcat_world() -> tuple[World, Crossplane]:
+    """Shards postgresql-1 and -2, AppCat's function in its own Crossplane, its webhook
+    admitting XListenerSets."""
     world = World(
         mode="v1",
         flavour="v1.4",
@@ -24,10 +26,11 @@ def appcat_world() -> tuple[World, Crossplane]:
     )
     for index in (1, 2):
         world.add_shard(index, capacity=100)
+    Webhook(world.cluster).install()
     legacy = Crossplane(
         world.cluster,
         mode="v1",
-        pipeline=[Step("appcat", AppCatFunction(Webhook(world.cluster)))],
+        pipeline=[Step("appcat", AppCatFunction())],
         rng=random.Random(7),
     )
     return world, legacy
@@ -106,3 +109,40 @@ def test_webhook_tenants_move_to_the_function_without_a_port_change():
     for name in [*ports_before, *new]:
         gateway = ("tcp-gateways", "postgresql-1", world.port(name))
         assert traffic[gateway][0] == f"vshn-postgresql-{name}", name
+
+
+def orphaned_leases(world: World) -> list[str]:
+    """The webhook's Leases whose holder no longer listens on their port: AppCat's
+    allocator reclaims a Lease only once its holder is gone, so these lock a port for good."""
+    orphaned = []
+    for lease in world.cluster.list("coordination.k8s.io/v1", "Lease", "tcp-gateways"):
+        name = lease["metadata"]["name"]
+        if not name.startswith("tcp-port-"):
+            continue
+        namespace, _, holder = lease["spec"]["holderIdentity"].partition("/")
+        xls = world.cluster.get(
+            "gateway.networking.x-k8s.io/v1alpha1", "XListenerSet", holder, namespace
+        )
+        ports = {int(ls["port"]) for ls in (xls or {}).get("spec", {}).get("listeners", [])}
+        if int(name.removeprefix("tcp-port-")) not in ports:
+            orphaned.append(name)
+    return orphaned
+
+
+def test_a_takeover_right_after_the_webhooks_allocation_keeps_the_port():
+    world, legacy = appcat_world()
+    legacy_tenants(world, legacy, ["old-00"])  # an older tenant: the next port is 10001
+    world.cluster.ensure_namespace("vshn-postgresql-fresh", {})
+    ref = legacy.create_xr(XR_API, XR_KIND, "fresh", spec={"parameters": {}})
+    legacy.reconcile(ref)  # AppCat composes port 0
+    world.provider.reconcile()  # the webhook gives 10001 when the XListenerSet is created
+    xls = world.cluster.get("kubernetes.crossplane.io/v1alpha2", "Object", "fresh-xls")
+    spec_listener = xls["spec"]["forProvider"]["manifest"]["spec"]["listeners"][0]
+    assert spec_listener["port"] == 0 and listener_port(world, "fresh") == 10001
+
+    world.tenants["fresh"] = ref  # the switch, before AppCat reconciles again
+    world.settle(4, ["fresh"])
+    assert world.port("fresh") == 10001
+    assert listener_port(world, "fresh") == 10001
+    assert world.condition("fresh") == ("True", "Ready")
+    assert orphaned_leases(world) == []
