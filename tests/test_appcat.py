@@ -158,6 +158,7 @@ def test_adopts_the_port_the_webhook_gave():
     assert result.resources["pg-abc12-xls"].resource["spec"] == observed["pg-abc12-xls"]["spec"]
     [condition] = result.conditions
     assert condition.reason == "Claiming" and "adopting port 10004" in condition.message
+    assert result.claims == ["adopted"]  # what the function counts (tcp_access_claims_total)
 
 
 def test_adopts_a_port_outside_the_slice_and_says_so():
