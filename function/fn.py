@@ -47,6 +47,9 @@ class FunctionRunner(grpcv1.FunctionRunnerServiceServicer):
     ):
         self.log = logging.get_logger()
         self.log_runs = log_runs  # one debug line per step run (the server's --debug)
+        # Read at scrape time, not written per call (a process serves one runner).
+        metrics.CACHE_BYTES.set_function(lambda: self.responses.bytes)
+        metrics.CACHE_ENTRIES.set_function(lambda: len(self.responses))
         self.responses = cache.ResponseCache(cache_size, cache_bytes)
         self.clock = clock or utc_now
 
@@ -54,31 +57,32 @@ class FunctionRunner(grpcv1.FunctionRunnerServiceServicer):
         self, req: fnv1.RunFunctionRequest, _: grpc.aio.ServicerContext | None = None
     ) -> fnv1.RunFunctionResponse:
         started = time.perf_counter()
-        rsp, cached = self.responses.answer(req, self._compute)
+        answer = self.responses.answer(req, self._compute)
         seconds = time.perf_counter() - started
-        step, pool = step_of(req)
-        outcome = outcome_of(rsp)
-        metrics.STEP_RUNS.labels(step, pool, outcome).inc()
-        metrics.STEP_SECONDS.labels(step).observe(seconds)
-        metrics.REQUEST_BYTES.labels(step).observe(req.ByteSize())
-        metrics.CACHE_REQUESTS.labels(cached).inc()
-        metrics.CACHE_BYTES.set(self.responses.bytes)
-        metrics.CACHE_ENTRIES.set(len(self.responses))
-        if not self.log_runs:
-            return rsp
-        self.log.debug(
-            "step run",
-            xr=xr_name(req),
-            step=step,
-            pool=pool,
-            outcome=outcome,
-            seconds=round(seconds, 6),
-            cache=cached,
-        )
-        return rsp
+        step, pool, outcome = answer.note
+        metrics.labelled(metrics.STEP_RUNS, step, pool, outcome).inc()
+        metrics.labelled(metrics.STEP_SECONDS, step).observe(seconds)
+        metrics.labelled(metrics.REQUEST_BYTES, step).observe(answer.request_bytes)
+        metrics.labelled(metrics.CACHE_REQUESTS, answer.cache).inc()
+        if self.log_runs:
+            self.log.debug(
+                "step run",
+                xr=xr_name(req),
+                step=step,
+                pool=pool,
+                outcome=outcome,
+                seconds=round(seconds, 6),
+                cache=answer.cache,
+            )
+        return answer.response
 
-    def _compute(self, req: fnv1.RunFunctionRequest) -> tuple[fnv1.RunFunctionResponse, bool]:
-        """The response, and whether it may be cached (it does not depend on the time)."""
+    def _compute(
+        self, req: fnv1.RunFunctionRequest
+    ) -> tuple[fnv1.RunFunctionResponse, bool, tuple[str, str, str]]:
+        """The response, whether it may be cached (it does not depend on the time), and the
+        labels it is counted under: step, pool, outcome (the reason of the step's condition,
+        or Fatal). Kept with a cached response: a hit does not read them again."""
+        step, pool = step_of(req)
         rsp = response.to(req)
         try:
             result = run(req, self.clock())
@@ -87,11 +91,11 @@ class FunctionRunner(grpcv1.FunctionRunnerServiceServicer):
             self.log.exception("unexpected error")
             rsp = response.to(req)  # drop whatever was half written
             response.fatal(rsp, f"internal error in function-tcp-access: {err!r}")
-            return rsp, True
+            return rsp, True, (step, pool, FATAL)
         # Counted where computed: a cached answer repeats a run whose claims were counted.
         for fact in result.claims:
-            metrics.CLAIMS.labels(step_of(req)[1], fact).inc()
-        return rsp, not result.timed
+            metrics.labelled(metrics.CLAIMS, pool, fact).inc()
+        return rsp, not result.timed, (step, pool, outcome_of(result))
 
 
 STEP_LABELS = {"TCPAccess": "tenant", "GatewayPool": "pool"}
@@ -107,11 +111,11 @@ def step_of(req: fnv1.RunFunctionRequest) -> tuple[str, str]:
     return STEP_LABELS.get(kind, UNKNOWN), pool
 
 
-def outcome_of(rsp: fnv1.RunFunctionResponse) -> str:
+def outcome_of(result: StepResult) -> str:
     """`Fatal`, or the reason of the step's condition (each step sets one)."""
-    if any(r.severity == fnv1.Severity.SEVERITY_FATAL for r in rsp.results):
+    if result.fatal:
         return FATAL
-    return rsp.conditions[0].reason if rsp.conditions else UNKNOWN
+    return result.conditions[0].reason if result.conditions else UNKNOWN
 
 
 def xr_name(req: fnv1.RunFunctionRequest) -> str:

@@ -90,6 +90,19 @@ GRPC_SECONDS = Histogram(
 )
 
 
+_CHILDREN: dict[tuple, object] = {}
+
+
+def labelled(metric, *values: str):
+    """`metric.labels(*values)`, looked up once per label set: prometheus_client's own
+    lookup costs more than a cached step run. Label values are bounded, so is this."""
+    key = (metric, values)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*values)
+    return child
+
+
 def exposition() -> tuple[bytes, str]:
     """The scrape body and its content type (Prometheus text format)."""
     return prometheus_client.generate_latest(REGISTRY), prometheus_client.CONTENT_TYPE_LATEST

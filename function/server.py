@@ -129,11 +129,23 @@ class GrpcMetrics(grpc.aio.ServerInterceptor):
     """Counts every RPC of a known method: started, handled (by status code), and its
     handling time."""
 
+    def __init__(self):
+        # Method -> (its handler, that handler measured): built once per method, not per call.
+        self._measured: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None  # an unknown method: gRPC answers UNIMPLEMENTED, nothing to label
-        service, _, method = handler_call_details.method.lstrip("/").rpartition("/")
+        name = handler_call_details.method
+        known = self._measured.get(name)
+        if known is None or known[0] is not handler:
+            known = self._measured[name] = (handler, self._measure(name, handler))
+        return known[1]
+
+    @staticmethod
+    def _measure(name: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        service, _, method = name.lstrip("/").rpartition("/")
         streams = (handler.request_streaming, handler.response_streaming)
         labels = (_GRPC_TYPES[streams], service, method)
         behaviour = next(
@@ -188,7 +200,7 @@ class GrpcMetrics(grpc.aio.ServerInterceptor):
 
 
 def _started(labels: tuple[str, str, str]) -> float:
-    metrics.GRPC_STARTED.labels(*labels).inc()
+    metrics.labelled(metrics.GRPC_STARTED, *labels).inc()
     return time.perf_counter()
 
 
@@ -217,8 +229,8 @@ def _context_code(context) -> grpc.StatusCode | None:
 
 
 def _handled(labels: tuple[str, str, str], started: float, code: grpc.StatusCode) -> None:
-    metrics.GRPC_HANDLED.labels(*labels, _GO_CODES.get(code, "Unknown")).inc()
-    metrics.GRPC_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+    metrics.labelled(metrics.GRPC_HANDLED, *labels, _GO_CODES.get(code, "Unknown")).inc()
+    metrics.labelled(metrics.GRPC_SECONDS, *labels).observe(time.perf_counter() - started)
 
 
 # --- /metrics, /healthz, /readyz --------------------------------------------------------
@@ -314,10 +326,11 @@ async def _serve(runner, address, creds, insecure, options, probes: Probes) -> N
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME), server)
     try:
-        if creds is not None:
-            server.add_secure_port(address, creds)
+        # --insecure wins over certificates (the SDK's flag says they are then ignored).
         if insecure:
             server.add_insecure_port(address)
+        else:
+            server.add_secure_port(address, creds)
     except RuntimeError as err:
         raise ServeError(f"--address {address!r}: {err}") from err
 

@@ -292,3 +292,66 @@ def test_the_metrics_port_listens_where_told(function):
         int(function.address.rsplit(":", 1)[1]),
         int(function.http.rsplit(":", 1)[1]),
     }
+
+
+def issue(directory: Path, name: str, ca: str | None) -> None:
+    """An EC key and certificate `name`.crt/.key for localhost, signed by `ca` (else
+    self-signed: the CA)."""
+    key, crt = directory / f"{name}.key", directory / f"{name}.crt"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    if ca is None:
+        command = ["openssl", "req", "-x509", *ec, "-keyout", key, "-out", crt]
+        subprocess.run(
+            [*command, "-days", "1", "-subj", "/CN=test-ca"], check=True, capture_output=True
+        )
+        return
+    csr = directory / f"{name}.csr"
+    command = ["openssl", "req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=localhost"]
+    subprocess.run(command, check=True, capture_output=True)
+    extensions = directory / f"{name}.ext"
+    extensions.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    command = ["openssl", "x509", "-req", "-in", csr, "-CA", directory / f"{ca}.crt"]
+    command += ["-CAkey", directory / f"{ca}.key", "-CAcreateserial", "-out", crt, "-days", "1"]
+    subprocess.run([*command, "-extfile", extensions], check=True, capture_output=True)
+
+
+def test_with_certificates_it_serves_mtls_and_its_probes_stay_plain_http(tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: no certificates to serve with")
+    issue(tmp_path, "ca", None)
+    issue(tmp_path, "tls", "ca")
+    issue(tmp_path, "client", "ca")
+    port, http = free_port(), f"127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "function.main", "--address", f"127.0.0.1:{port}"]
+    process = subprocess.Popen(
+        [*command, "--metrics-address", http],
+        cwd=ROOT,
+        env={**os.environ, "TLS_SERVER_CERTS_DIR": str(tmp_path)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=(tmp_path / "ca.crt").read_bytes(),
+            private_key=(tmp_path / "client.key").read_bytes(),
+            certificate_chain=(tmp_path / "client.crt").read_bytes(),
+        )
+        with grpc.secure_channel(f"localhost:{port}", credentials) as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+            stub = grpcv1.FunctionRunnerServiceStub(channel)
+            rsp = stub.RunFunction(new_tenant("db-tls"), timeout=30)
+            assert [c.reason for c in rsp.conditions] == ["Claiming"]
+        assert get(f"http://{http}/readyz") == (200, "ok\n")
+        # Without a client certificate the function is not reachable.
+        anonymous = grpc.ssl_channel_credentials(
+            root_certificates=(tmp_path / "ca.crt").read_bytes()
+        )
+        with grpc.secure_channel(f"localhost:{port}", anonymous) as channel:
+            with pytest.raises(grpc.RpcError) as refused:
+                grpcv1.FunctionRunnerServiceStub(channel).RunFunction(
+                    new_tenant("db-tls"), timeout=10
+                )
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
