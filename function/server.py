@@ -166,8 +166,8 @@ class GrpcMetrics(grpc.aio.ServerInterceptor):
                 try:
                     async for item in behaviour(request, context):
                         yield item
-                except BaseException:
-                    code = _failed(context)
+                except BaseException as err:
+                    code = _failed(context, err)
                     raise
                 finally:
                     _handled(labels, started, _code(context, code))
@@ -180,8 +180,8 @@ class GrpcMetrics(grpc.aio.ServerInterceptor):
                 try:
                     result = behaviour(request, context)
                     return await result if inspect.isawaitable(result) else result
-                except BaseException:
-                    code = _failed(context)
+                except BaseException as err:
+                    code = _failed(context, err)
                     raise
                 finally:
                     _handled(labels, started, _code(context, code))
@@ -204,13 +204,16 @@ def _started(labels: tuple[str, str, str]) -> float:
     return time.perf_counter()
 
 
-def _failed(context) -> grpc.StatusCode:
-    """The code of an RPC that raised: the one it aborted with, else what gRPC answers for
-    an exception (UNKNOWN) or a cancelled call."""
+def _failed(context, err: BaseException) -> grpc.StatusCode:
+    """The code of an RPC that raised: the one it aborted with; for a call the client gave
+    up on, its deadline passing or its cancelling; else what gRPC answers for an exception."""
     code = _context_code(context)
     if code is not None and code is not grpc.StatusCode.OK:
         return code
-    if context.cancelled():
+    if isinstance(err, asyncio.CancelledError) or context.cancelled():
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
         return grpc.StatusCode.CANCELLED
     return grpc.StatusCode.UNKNOWN
 

@@ -81,6 +81,16 @@ class Function:
             for sample in family.samples
         }
 
+    def grown(self, before: dict, name: str, expected: float, **labels) -> float:
+        """How much a sample grew since `before`. A call's status may reach the client just
+        before the server counts it: wait a moment for the count to reach `expected`."""
+        deadline = time.monotonic() + 5
+        while True:
+            grown = value(self.scrape(), name, **labels) - value(before, name, **labels)
+            if grown >= expected or time.monotonic() > deadline:
+                return grown
+            time.sleep(0.05)
+
     def output(self) -> str:
         return re.sub(r"\x1b\[[0-9;]*m", "", self.log.read_text())  # debug logs are coloured
 
@@ -197,6 +207,29 @@ def test_metrics_count_the_outcomes_of_tenant_and_pool_runs(function):
     assert "step run" in log and "xr=db-metrics" in log and "outcome=Claiming" in log
 
 
+def test_a_health_watch_the_client_cancels_is_counted_as_canceled(function):
+    watch = {
+        "grpc_type": "server_stream",
+        "grpc_service": "grpc.health.v1.Health",
+        "grpc_method": "Watch",
+    }
+    before = function.scrape()
+    stream = health_pb2_grpc.HealthStub(function.channel).Watch(
+        health_pb2.HealthCheckRequest(), timeout=30
+    )
+    assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+    stream.cancel()
+    canceled = function.grown(before, "grpc_server_handled_total", 1, **watch, grpc_code="Canceled")
+    after = function.scrape()
+    grown = {
+        code: value(after, "grpc_server_handled_total", **watch, grpc_code=code)
+        - value(before, "grpc_server_handled_total", **watch, grpc_code=code)
+        for code in ("Unknown", "OK")
+    }
+    grown["Canceled"] = canceled
+    assert grown == {"Canceled": 1, "Unknown": 0, "OK": 0}
+
+
 def test_a_fatal_input_is_counted_as_fatal(function):
     before = function.scrape()
     rsp = function.run(test_fn.request(input_={**test_fn.INPUT, "pool": "metrics-bad", "x": 1}))
@@ -218,13 +251,8 @@ def test_a_request_nested_too_deep_is_invalid_argument_naming_the_cause(function
             function.run(req)
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "nested deeper than protobuf's recursion limit" in raised.value.details()
-    after = function.scrape()
     code = {**RUN_FUNCTION, "grpc_code": "InvalidArgument"}
-    assert (
-        value(after, "grpc_server_handled_total", **code)
-        - value(before, "grpc_server_handled_total", **code)
-        == 3
-    )
+    assert function.grown(before, "grpc_server_handled_total", 3, **code) == 3
     log = function.output()
     assert log.count("refused a request that cannot be decoded") == 1  # once, not per request
     assert "Traceback" not in log
