@@ -70,7 +70,9 @@ class Server:
 def start(kind: str, *, max_recv_mb: int | None = None) -> Server:
     port = free_port()
     address = f"127.0.0.1:{port}"
+    # No metrics endpoint: several servers run at once, and :8080 is the default of each.
     command = [sys.executable, "-m", MODULES[kind], "--insecure", "--address", address]
+    command += ["--metrics-address="]
     if max_recv_mb is not None:
         command += ["--max-recv-message-size", str(max_recv_mb)]
     log = Path(tempfile.mkstemp(prefix=f"bench-{kind}-", suffix=".log")[1])

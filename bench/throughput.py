@@ -1,8 +1,8 @@
 """Benchmark 2: sticky-path throughput over real gRPC, real function vs a no-op function.
 
-Both servers run in their own process, started the way the SDK serves a function
+Both servers run in their own process, started the way the function is served
 (`python -m function.main --insecure ...` and `python -m bench.noop --insecure ...`, both
-`crossplane.function.cli.run` -> `runtime.serve`: one grpc.aio server, one asyncio loop).
+`function/server.py`: one grpc.aio server, one asyncio loop, gRPC metrics on both).
 8 concurrent clients (grpc.aio, one channel each) in the benchmark process send the two
 requests of a sticky reconcile (Crossplane v2, tenant on shard 1 of a 1,000-tenant pool)
 round-robin as pre-serialised bytes, so the clients do no protobuf work. Runs alternate

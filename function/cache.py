@@ -4,14 +4,27 @@ import collections
 import hashlib
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from crossplane.function.proto.v1 import run_function_pb2 as fnv1
 
 ENTRIES = int(os.environ.get("TCP_ACCESS_RESPONSE_CACHE", "4096"))
 BYTES = int(os.environ.get("TCP_ACCESS_RESPONSE_CACHE_BYTES", str(64 << 20)))
 MAX_CACHED_REQUEST = 1 << 20
+HIT, MISS, SKIP = "hit", "miss", "skip"
 
-Compute = Callable[[fnv1.RunFunctionRequest], tuple[fnv1.RunFunctionResponse, bool]]
+# The response, whether it may be kept, and a note about it kept with it (the labels the
+# shell counts it under): a hit must not pay to read it out of the response again.
+Compute = Callable[[fnv1.RunFunctionRequest], tuple[fnv1.RunFunctionResponse, bool, Any]]
+
+
+@dataclass(frozen=True)
+class Answer:
+    response: fnv1.RunFunctionResponse
+    note: Any  # what compute said about the response
+    cache: str  # HIT, MISS (computed, and kept if it may be) or SKIP (computed, not looked up)
+    request_bytes: int
 
 
 class ResponseCache:
@@ -31,7 +44,7 @@ class ResponseCache:
         self.max_bytes = max_bytes
         self.max_response = min(MAX_CACHED_REQUEST, max_bytes // 8)
         self.bytes = 0
-        self._entries: collections.OrderedDict[bytes, tuple[fnv1.RunFunctionResponse, int]] = (
+        self._entries: collections.OrderedDict[bytes, tuple[fnv1.RunFunctionResponse, int, Any]] = (
             collections.OrderedDict()
         )
 
@@ -39,24 +52,33 @@ class ResponseCache:
         return len(self._entries)
 
     def get_or_compute(self, req, compute: Compute) -> fnv1.RunFunctionResponse:
-        # A pool step's request of thousands of claims is neither repeated often nor cheap to
-        # hash and keep: compute it.
-        if self.size <= 0 or self.max_bytes <= 0 or req.ByteSize() > MAX_CACHED_REQUEST:
-            return compute(req)[0]
+        return self.answer(req, compute).response
+
+    def answer(self, req, compute: Compute) -> Answer:
+        if self.size <= 0 or self.max_bytes <= 0:
+            rsp, _, note = compute(req)
+            return Answer(rsp, note, SKIP, req.ByteSize())
         # The bytes as they came (not re-sorted): a request that serialises differently only
         # misses the cache. A hit returns the stored message itself: it is only serialised.
-        key = hashlib.sha256(req.SerializeToString()).digest()
+        wire = req.SerializeToString()
+        if len(wire) > MAX_CACHED_REQUEST:
+            # A pool step's request of thousands of claims is neither repeated often nor
+            # cheap to hash and keep: compute it.
+            rsp, _, note = compute(req)
+            return Answer(rsp, note, SKIP, len(wire))
+        size = len(wire)
+        key = hashlib.sha256(wire).digest()
         hit = self._entries.get(key)
         if hit is not None:
             self._entries.move_to_end(key)
-            return hit[0]
-        rsp, cacheable = compute(req)
+            return Answer(hit[0], hit[2], HIT, size)
+        rsp, cacheable, note = compute(req)
         cost = rsp.ByteSize() + len(key)
         if not cacheable or cost > self.max_response:
-            return rsp
-        self._entries[key] = (rsp, cost)
+            return Answer(rsp, note, MISS, size)
+        self._entries[key] = (rsp, cost, note)
         self.bytes += cost
         while len(self._entries) > self.size or self.bytes > self.max_bytes:
-            _, (_, freed) = self._entries.popitem(last=False)
+            _, (_, freed, _) = self._entries.popitem(last=False)
             self.bytes -= freed
-        return rsp
+        return Answer(rsp, note, MISS, size)

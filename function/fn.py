@@ -4,6 +4,7 @@ import collections
 import collections.abc
 import datetime
 import functools
+import time
 
 import grpc
 from crossplane.function import logging, resource, response
@@ -12,7 +13,7 @@ from crossplane.function.proto.v1 import run_function_pb2_grpc as grpcv1
 from google.protobuf import struct_pb2
 from pydantic import ValidationError
 
-from function import allocation, cache, fieldpath, pool, steps, structs, tenant
+from function import allocation, cache, fieldpath, metrics, pool, steps, structs, tenant
 from function.allocation import Requirement
 from function.inputs import GatewayPool, TCPAccess
 from function.step import FATAL, WARNING, StepRequest, StepResult, fatal
@@ -42,18 +43,46 @@ class FunctionRunner(grpcv1.FunctionRunnerServiceServicer):
         cache_size: int = cache.ENTRIES,
         clock: Clock | None = None,
         cache_bytes: int = cache.BYTES,
+        log_runs: bool = False,
     ):
         self.log = logging.get_logger()
+        self.log_runs = log_runs  # one debug line per step run (the server's --debug)
+        # Read at scrape time, not written per call (a process serves one runner).
+        metrics.CACHE_BYTES.set_function(lambda: self.responses.bytes)
+        metrics.CACHE_ENTRIES.set_function(lambda: len(self.responses))
         self.responses = cache.ResponseCache(cache_size, cache_bytes)
         self.clock = clock or utc_now
 
     async def RunFunction(
         self, req: fnv1.RunFunctionRequest, _: grpc.aio.ServicerContext | None = None
     ) -> fnv1.RunFunctionResponse:
-        return self.responses.get_or_compute(req, self._compute)
+        started = time.perf_counter()
+        answer = self.responses.answer(req, self._compute)
+        seconds = time.perf_counter() - started
+        step, pool, outcome = answer.note
+        metrics.labelled(metrics.STEP_RUNS, step, pool, outcome).inc()
+        metrics.labelled(metrics.STEP_SECONDS, step).observe(seconds)
+        metrics.labelled(metrics.REQUEST_BYTES, step).observe(answer.request_bytes)
+        metrics.labelled(metrics.CACHE_REQUESTS, answer.cache).inc()
+        if self.log_runs:
+            self.log.debug(
+                "step run",
+                xr=xr_name(req),
+                step=step,
+                pool=pool,
+                outcome=outcome,
+                seconds=round(seconds, 6),
+                cache=answer.cache,
+            )
+        return answer.response
 
-    def _compute(self, req: fnv1.RunFunctionRequest) -> tuple[fnv1.RunFunctionResponse, bool]:
-        """The response, and whether it may be cached (it does not depend on the time)."""
+    def _compute(
+        self, req: fnv1.RunFunctionRequest
+    ) -> tuple[fnv1.RunFunctionResponse, bool, tuple[str, str, str]]:
+        """The response, whether it may be cached (it does not depend on the time), and the
+        labels it is counted under: step, pool, outcome (the reason of the step's condition,
+        or Fatal). Kept with a cached response: a hit does not read them again."""
+        step, pool = step_of(req)
         rsp = response.to(req)
         try:
             result = run(req, self.clock())
@@ -62,8 +91,41 @@ class FunctionRunner(grpcv1.FunctionRunnerServiceServicer):
             self.log.exception("unexpected error")
             rsp = response.to(req)  # drop whatever was half written
             response.fatal(rsp, f"internal error in function-tcp-access: {err!r}")
-            return rsp, True
-        return rsp, not result.timed
+            return rsp, True, (step, pool, FATAL)
+        # Counted where computed: a cached answer repeats a run whose claims were counted.
+        for fact in result.claims:
+            metrics.labelled(metrics.CLAIMS, pool, fact).inc()
+        return rsp, not result.timed, (step, pool, outcome_of(result))
+
+
+STEP_LABELS = {"TCPAccess": "tenant", "GatewayPool": "pool"}
+UNKNOWN = "unknown"
+
+
+def step_of(req: fnv1.RunFunctionRequest) -> tuple[str, str]:
+    """The `step` and `pool` labels of a request, read from its input as sent (valid or
+    not): input kind and pool are the platform's, a handful of values."""
+    fields = req.input.fields
+    kind = fields["kind"].string_value if "kind" in fields else "TCPAccess"
+    pool = fields["pool"].string_value if "pool" in fields else ""
+    return STEP_LABELS.get(kind, UNKNOWN), pool
+
+
+def outcome_of(result: StepResult) -> str:
+    """`Fatal`, or the reason of the step's condition (each step sets one)."""
+    if result.fatal:
+        return FATAL
+    return result.conditions[0].reason if result.conditions else UNKNOWN
+
+
+def xr_name(req: fnv1.RunFunctionRequest) -> str:
+    metadata = req.observed.composite.resource.fields.get("metadata")
+    if metadata is None or not metadata.HasField("struct_value"):
+        return ""
+    fields = metadata.struct_value.fields
+    namespace = fields["namespace"].string_value if "namespace" in fields else ""
+    name = fields["name"].string_value if "name" in fields else ""
+    return f"{namespace}/{name}" if namespace else name
 
 
 STEPS = {"TCPAccess": (TCPAccess, tenant), "GatewayPool": (GatewayPool, pool)}

@@ -9,6 +9,11 @@ FATAL = "Fatal"
 WARNING = "Warning"
 NORMAL = "Normal"
 
+# What a tenant step run did with claims (StepResult.claims): it issued one for a new port,
+# issued one for the port the XR already listens on, found its last one taken by another
+# XR, or gave one up.
+CLAIMED, ADOPTED, LOST, RELEASED = "claimed", "adopted", "lost", "released"
+
 
 @dataclass
 class StepRequest:
@@ -59,6 +64,7 @@ class StepResult:
     # the same request may need another answer later, so it is not answered from a cache.
     timed: bool = False
     context: dict = field(default_factory=dict)  # keys to set in the pipeline context
+    claims: list[str] = field(default_factory=list)  # CLAIMED, ADOPTED, LOST, RELEASED
 
     @property
     def fatal(self) -> bool:

@@ -26,7 +26,19 @@ from function.inputs import SERVICE_NAME_RULE, Patch, TCPAccess
 from function.names import is_dns_1035_label, is_dns_label, is_dns_subdomain, label_value, owned
 from function.observed import keep, live
 from function.requirement import Requirement
-from function.step import WARNING, Condition, Desired, Result, StepRequest, StepResult, fatal
+from function.step import (
+    ADOPTED,
+    CLAIMED,
+    LOST,
+    RELEASED,
+    WARNING,
+    Condition,
+    Desired,
+    Result,
+    StepRequest,
+    StepResult,
+    fatal,
+)
 
 # The keys and condition of a pipeline's first (or only) TCPAccess step; later steps have
 # their own (function/steps.py), and input `resources` may change the data path's.
@@ -172,9 +184,11 @@ def _run(spec: TCPAccess, request: StepRequest, scope: steps.Scope) -> StepResul
         legacy_lease_namespace=spec.legacyLeaseNamespace,
         listener_sets=(flavour.listenerset_api, flavour.listenerset_kind),
     )
-    held, mine = None, ObservedClaims()
+    held, mine, released = None, ObservedClaims(), []
+    lost = False  # the port the XR tried or listened on last went to another
     if tenant.namespace is not None:
         current, warning = _placed(spec, request, tenant)
+        lost = current is not None and current.conflicted
         decision = allocation.place(
             pool,
             tenant.identity,
@@ -206,10 +220,13 @@ def _run(spec: TCPAccess, request: StepRequest, scope: steps.Scope) -> StepResul
         )
         _moving(decision, mine.blocked)
         _bounded(decision, mine.blocked)
+        lost = _claim_lost(spec, request)
 
     result = StepResult(status_path=spec.statusPath, requirements=decision.requirements)
     if tenant.backend.lookup is not None:
         result.requirements.append(tenant.backend.lookup)
+    if lost and decision.phase not in (Phase.STICKY, Phase.PENDING):
+        result.claims.append(LOST)
     result.timed = decision.timed
     result.results.extend(Result(WARNING, w) for w in (*tenant.warnings, *decision.warnings))
     # Rule 6 and its corollaries: whatever the XR has of ours is returned unchanged unless
@@ -220,6 +237,7 @@ def _run(spec: TCPAccess, request: StepRequest, scope: steps.Scope) -> StepResul
     if tenant.namespace is None:
         for key, _ in released:  # the Gateway gave the port back: nobody else has it
             result.resources.pop(key, None)
+            result.claims.append(RELEASED)
         probed = {tenant.scope.probe_key(claim.port): claim for _, claim in mine.blocked}
         for key in [k for k in result.resources if tenant.scope.is_probe_key(k)]:
             if key not in probed:  # its claim is released (or gone): nothing to watch
@@ -243,9 +261,11 @@ def _run(spec: TCPAccess, request: StepRequest, scope: steps.Scope) -> StepResul
                 # A second claim can only come from an interrupted earlier reconcile: release
                 # it (a blocked one is not among these: its port stays taken).
                 result.resources.pop(key, None)
+                result.claims.append(RELEASED)
         _use(spec, request, tenant, decision, result)
     elif decision.phase is Phase.CLAIM and tenant.namespace is not None:
         _use(spec, request, tenant, decision, result)  # its listener is its claim
+        result.claims.append(CLAIMED)
     else:
         _not_yet(spec, request, tenant, decision, result, [c for _, c in mine.blocked])
     for key in mine.not_held:
@@ -289,6 +309,13 @@ def tried_ports(spec: TCPAccess, request: StepRequest) -> list[int]:
         for port in tried[-TRIED_PORTS:]
         if isinstance(port, int | float) and not isinstance(port, bool) and port == int(port)
     ]
+
+
+def _claim_lost(spec: TCPAccess, request: StepRequest) -> bool:
+    """The XR's last reconcile issued a claim (its status says Claiming, with the port):
+    unless that claim now comes back as held, another XR took the port."""
+    previous = fieldpath.mapping(request.xr, spec.statusPath)
+    return previous.get("phase") in ("Claiming", "Conflicted") and bool(tried_ports(spec, request))
 
 
 NO_SLOT = ("PoolFull", "Queued")  # phases of an XR whose last search found no slot
@@ -985,6 +1012,7 @@ def _not_yet(
         status["claimAttempts"] = claim_attempt(spec, request)
         status["triedPorts"] = [*tried_ports(spec, request), alloc.port][-TRIED_PORTS:]
         verb = "adopting" if decision.adopted else "claiming"
+        result.claims.append(ADOPTED if decision.adopted else CLAIMED)
         if decision.adopted:
             # The XR serves this port already (the objects it has are kept as they are):
             # its clients and the earlier steps' resources keep being told so meanwhile.

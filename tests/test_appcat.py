@@ -165,6 +165,7 @@ def test_adopts_the_port_the_webhook_gave():
     assert result.resources["pg-abc12-xls"].resource["spec"] == observed["pg-abc12-xls"]["spec"]
     [condition] = result.conditions
     assert condition.reason == "Claiming" and "adopting port 10004" in condition.message
+    assert result.claims == ["adopted"]  # what the function counts (tcp_access_claims_total)
 
 
 def test_adopts_the_port_only_the_live_listener_set_has_yet():

@@ -4,7 +4,7 @@ and the Gateway API rule that the oldest listener on a port wins (the weaker gua
 import base64
 import random
 
-from function import allocation, labels
+from function import allocation, labels, metrics
 from function.fn import FunctionRunner
 from tests.factories import NS
 from tests.simulator import Crossplane, Step
@@ -59,6 +59,7 @@ def test_a_race_is_settled_by_the_older_listener_and_the_loser_moves():
     world = NamespacedWorld()
     world.add_shard(1, capacity=10, ports="10000-10009", own_port=10009)
     a, b = _two_alike(world)
+    counted = {result: claims_counted(result) for result in ("claimed", "lost")}
     world.round([a, b], same_snapshot=True)  # both place on the same port
     first = {n: world.listener_sets(n)[0]["spec"]["listeners"][0]["port"] for n in (a, b)}
     assert first[a] == first[b]
@@ -69,6 +70,21 @@ def test_a_race_is_settled_by_the_older_listener_and_the_loser_moves():
     assert world.port(newer) != first[older]
     assert world.condition(newer) == ("True", "Ready")
     world.check()
+    # What the function process counted: three placements (two alike, the loser's move),
+    # and the loss, counted once although the loser reconciled several times.
+    assert claims_counted("claimed") - counted["claimed"] == 3
+    assert claims_counted("lost") - counted["lost"] == 1
+
+
+def claims_counted(result: str) -> float:
+    """tcp_access_claims_total{result} of this test process's function (the simulator runs
+    it in-process)."""
+    return (
+        metrics.REGISTRY.get_sample_value(
+            "tcp_access_claims_total", {"pool": "postgresql", "result": result}
+        )
+        or 0.0
+    )
 
 
 def test_connection_secret_holds_the_details():

@@ -502,6 +502,27 @@ def test_a_blocked_claim_is_released_once_the_gateway_gives_its_port_back():
     assert listener["port"] == 10005 and freed.status["port"] == 10005
 
 
+def test_each_run_says_what_it_did_with_claims():
+    # What the function counts in tcp_access_claims_total{result}.
+    claimed = step(spec(), available=pool(gateway(1)))
+    assert claimed.claims == ["claimed"]
+    # That claim never came back as held (another XR took the port): lost, and claimed anew.
+    xr = {**XR, "status": {"tcpAccess": claimed.status}}
+    again = step(spec(), available=pool(gateway(1)), xr=xr)
+    assert again.claims == ["lost", "claimed"]
+    # It came back as held: nothing more to count, however often it reconciles.
+    settled = step(spec(), observed={"tcp-claim-10003": held()}, available=pool(gateway(1)), xr=xr)
+    assert settled.claims == []
+    # A second held claim (an interrupted reconcile) is given up.
+    observed = {k: d.resource for k, d in settled.resources.items()}
+    observed["tcp-claim-10001"] = held(10001)
+    assert step(spec(), observed=observed, available=pool(gateway(1))).claims == ["released"]
+    # So is a blocked claim whose port the Gateway gives back.
+    observed = moved_away_from(10003)
+    observed["tcp-probe-10003"] = programmed(observed["tcp-probe-10003"])
+    assert step(spec(), observed=observed, available=pool(gateway(1))).claims == ["released"]
+
+
 def test_a_probe_report_about_another_port_releases_nothing():
     observed = moved_away_from(10003)
     stale = programmed(observed["tcp-probe-10003"])
