@@ -279,6 +279,7 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         # Every listener is a port of the shard's LoadBalancer Service, and so a NodePort.
         "nodePorts": listeners,
         "waiting": usage.waiting,
+        "headroom": spec.headroom,  # for alerts on the free slots
         "listenerDrift": drift.totals(shard_status),
     }
     missing = sorted(i for i in usage.ports if i not in observed and i <= count)

@@ -166,6 +166,7 @@ def test_status_reports_every_shard_and_nodeports():
         },
     }
     assert result.status["nodePorts"] == 2 + 7  # two Gateways' own listeners, seven tenants
+    assert result.status["headroom"] == 3
 
 
 def test_claim_naming_a_missing_shard_keeps_that_shard():
