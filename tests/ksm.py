@@ -128,11 +128,9 @@ def _gauge(meta: dict, target: object) -> list[tuple[dict, float]]:
     out = []
     if isinstance(target, dict):
         for key, item in target.items():
-            if len(value_from) == 1 and key == value_from[0]:
-                out.append(({**_labels(item, label_paths), **_labels(target, label_paths)},
-                            to_float(item)))  # fmt: skip
-                continue
-            got = get(item, value_from)
+            # The entry named by a one-part valueFrom is the value itself.
+            direct = len(value_from) == 1 and key == value_from[0]
+            got = item if direct else get(item, value_from)
             if got is not None:
                 labels = {**_labels(item, label_paths), **_labels(target, label_paths)}
                 out.append((labels, to_float(got)))
