@@ -37,16 +37,22 @@ COUNTS = ("foreign", "unclaimed", "unattached", "refused")
 
 @dataclass(frozen=True)
 class SeenClaim:
-    """What drift needs of one claim: its port, whether it is in use, and its age."""
+    """What drift needs of one claim: its port, whether it is in use, and when it was
+    made (read only for a claim without a listener: the pool step reads every claim)."""
 
     port: int
     blocked: bool
-    created: datetime.datetime | None
+    created: object  # metadata.creationTimestamp as found
 
     @classmethod
     def of(cls, claim: Claim, obj: dict) -> "SeenClaim":
-        created = parse_time(fieldpath.get(obj, "metadata.creationTimestamp", None))
+        metadata = obj.get("metadata")
+        created = metadata.get("creationTimestamp") if isinstance(metadata, dict) else None
         return cls(port=claim.port, blocked=claim.blocked is not None, created=created)
+
+    def older_than(self, bound: datetime.timedelta, now: datetime.datetime) -> bool:
+        created = parse_time(self.created)
+        return created is not None and now - created >= bound
 
 
 class Drift:
@@ -87,8 +93,7 @@ class Drift:
             for claim in claims
             if not claim.blocked  # a blocked claim keeps its slot, never a listener
             and claim.port not in listening
-            and claim.created is not None
-            and self.now - claim.created >= UNATTACHED_AFTER
+            and claim.older_than(UNATTACHED_AFTER, self.now)
         )
         drift["refused"] = sum(1 for ls in on_shard if ls.refused)
         drift["noAddress"] = first_address(live or {}) is None

@@ -55,13 +55,14 @@ def parse(obj: object) -> TenantListeners | None:
         number = isinstance(port, int | float) and not isinstance(port, bool)
         if number and 1 <= port <= 65535 and port == int(port):
             ports.add(int(port))
+    reported = accepted(obj)
     return TenantListeners(
         namespace=namespace,
         name=fieldpath.text(obj, "metadata.name") or "",
         parent=parent,
         ports=frozenset(ports),
-        refused=_refused(obj),
-        accepted=accepted(obj),
+        refused=reported is False,
+        accepted=reported,
         role=_label(obj, labels.ROLE),
     )
 
@@ -73,10 +74,6 @@ def _label(obj: dict, key: str) -> str | None:
 
 def _text(value: object, default: str) -> str:
     return value if isinstance(value, str) and value else default
-
-
-def _refused(obj: dict) -> bool:
-    return accepted(obj) is False
 
 
 def accepted(obj: dict) -> bool | None:
