@@ -9,7 +9,7 @@ name, with Gateway API's defaults) and its Gateway has not refused it.
 
 from dataclasses import dataclass
 
-from function import fieldpath
+from function import fieldpath, labels
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 
@@ -23,6 +23,8 @@ class TenantListeners:
     parent: tuple[str, str, str, str]  # (group, kind, namespace, name), defaults applied
     ports: frozenset[int]
     refused: bool  # its parent reports it not accepted (for its current spec)
+    accepted: bool | None = None  # what its parent reports of its current spec
+    role: str | None = None  # its label tcp.fn.servala.io/role (the tenant's to set)
 
     def on(self, gateway_namespace: str, gateway: str) -> bool:
         """Whether it attaches to this Gateway (refused or not)."""
@@ -53,21 +55,25 @@ def parse(obj: object) -> TenantListeners | None:
         number = isinstance(port, int | float) and not isinstance(port, bool)
         if number and 1 <= port <= 65535 and port == int(port):
             ports.add(int(port))
+    reported = accepted(obj)
     return TenantListeners(
         namespace=namespace,
         name=fieldpath.text(obj, "metadata.name") or "",
         parent=parent,
         ports=frozenset(ports),
-        refused=_refused(obj),
+        refused=reported is False,
+        accepted=reported,
+        role=_label(obj, labels.ROLE),
     )
+
+
+def _label(obj: dict, key: str) -> str | None:
+    value = fieldpath.mapping(obj, "metadata.labels").get(key)
+    return value if isinstance(value, str) else None
 
 
 def _text(value: object, default: str) -> str:
     return value if isinstance(value, str) and value else default
-
-
-def _refused(obj: dict) -> bool:
-    return accepted(obj) is False
 
 
 def accepted(obj: dict) -> bool | None:

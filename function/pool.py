@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 
 from function import claims as claimlib
-from function import fieldpath, labels, listeners, resting, tickets
+from function import drift, fieldpath, labels, listeners, resting, tickets
 from function.allocation import TICKETS, Pool, Requirement
 from function.builders.gateway import shard_gateway
 from function.builders.object import wrap
@@ -107,6 +107,7 @@ class Usage:
     waiting: int = 0  # live waiters: tenants in line that hold no claim
     # Freed ports that rest, by shard: port -> epoch second its rest ends (None: not timed yet)
     resting: dict[int, dict[int, int | None]] = field(default_factory=dict)
+    seen: dict[int, list[drift.SeenClaim]] = field(default_factory=dict)  # claims by shard
 
     def taken(self, index: int) -> set[int]:
         # A cluster-scoped tenant has a claim and a listener on one port: one slot.
@@ -240,6 +241,7 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
     usage.waiting = sum(1 for ticket in line if ticket.holder not in usage.holders)
     count, draining = _shard_count(spec, usage, observed, slices, complete=complete, result=result)
     shard_status = []
+    drifted = drift.Drift(listener_sets, usage.held, request.now)
     for index in range(1, count + 1):
         used = usage.used(index)
         ports = slices[index]
@@ -266,6 +268,7 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
             gateway = wrap(gateway, provider_config=provider_config)
         seen = observed.get(index)
         programmed = _programmed(seen, spec)
+        seen_live = live(seen, spec.wrap is not None)
         result.resources[gateway_key(index)] = Desired(gateway, programmed)
         shard_status.append(
             {
@@ -276,8 +279,11 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
                 "capacity": capacity,
                 "used": used,
                 "free": free,
-                "address": first_address(live(seen, spec.wrap is not None) or {}) or "",
+                "address": first_address(seen_live or {}) or "",
                 "programmed": programmed,
+                "listenerDrift": drifted.shard(
+                    spec.namespace, name, seen_live, usage.seen.get(index, ())
+                ),
             }
         )
         if spec.rest_seconds:
@@ -294,6 +300,8 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         # Every listener is a port of the shard's LoadBalancer Service, and so a NodePort.
         "nodePorts": listeners,
         "waiting": usage.waiting,
+        "headroom": spec.headroom,  # for alerts on the free slots
+        "listenerDrift": drift.totals(shard_status),
     }
     if spec.rest_seconds:
         result.status["totals"]["resting"] = sum(s["resting"] for s in shard_status)
@@ -457,6 +465,7 @@ def _usage(spec: GatewayPool, objects: list, slices: "Slices", result: StepResul
             usage.orphans.append(claim.name)
             continue
         usage.ports.setdefault(claim.shard, set()).add(claim.port)
+        usage.seen.setdefault(claim.shard, []).append(drift.SeenClaim.of(claim, obj))
         if claim.port not in slices[claim.shard]:
             usage.strays.append(claim.name)
     for name in usage.orphans:

@@ -34,15 +34,23 @@ def _value(value: struct_pb2.Value):
     return None
 
 
+STATUS_KEPT = ("addresses", "conditions")
+
+
 def looked_up(struct: struct_pb2.Struct) -> dict:
     """A looked-up object without what no lookup reader needs: managedFields (large on a
-    live cluster) and status other than the Gateway's addresses."""
+    live cluster) and status other than addresses (a Gateway's) and conditions (whether a
+    Gateway accepted a listener set: a refused one holds no port)."""
     out = {}
     for key, value in struct.fields.items():
         if key == "status":
-            addresses = value.struct_value.fields.get("addresses")
-            if addresses is not None:
-                out["status"] = {"addresses": _value(addresses)}
+            kept = {
+                name: _value(value.struct_value.fields[name])
+                for name in STATUS_KEPT
+                if name in value.struct_value.fields
+            }
+            if kept:
+                out["status"] = kept
         elif key == "metadata":
             out["metadata"] = {
                 k: _value(v) for k, v in value.struct_value.fields.items() if k != "managedFields"

@@ -326,3 +326,31 @@ def test_tickets_are_read_with_only_the_fields_the_queue_needs():
     assert list(fn.read(req).lookups["tcp-tickets"]) == [
         {"kind": "Lease", "metadata": {"name": 7.0}}
     ]
+
+
+def test_a_listener_set_its_gateway_refused_fills_no_slot_over_grpc():
+    """Lookups keep what the Gateway reported: a listener set it refused holds no port."""
+    from function import pool
+    from tests.factories import tenant_listener_set
+
+    pool_input = {
+        "apiVersion": "tcp.fn.servala.io/v1alpha1",
+        "kind": "GatewayPool",
+        "pool": "postgresql",
+        "namespace": NS,
+        "gatewayClassName": "envoy-gateway",
+        "provider": "exoscale",
+        "ports": "10000-10049",
+        "hostname": "db{index}.example.ch",
+        "maxShards": 5,
+    }
+    observed = {"gateway-1": gateway(1)}
+    req = request(input_=pool_input, xr={**XR, "kind": "XGatewayPool"}, observed=observed)
+    req.required_resources[pool.CLAIMS].items.add().resource.update(claim(10000))
+    req.required_resources[pool.TICKETS].SetInParent()
+    found = req.required_resources[pool.LISTENER_SETS].items
+    found.add().resource.update(tenant_listener_set(10000, accepted=True))
+    found.add().resource.update(tenant_listener_set(10001, namespace="b", accepted=False))
+    rsp = call(req)
+    status = resource.struct_to_dict(rsp.desired.composite.resource)["status"]["pool"]
+    assert status["shards"][0]["used"] == 1

@@ -31,6 +31,7 @@ from function.builders.listenerset import listener_set
 from function.builders.object import wrap
 from function.flavours import FLAVOURS
 from function.inputs import GatewayPool
+from function.operator import assignments as assigning
 from function.operator import report as reporting
 from function.operator.cli import cli
 from function.shards import ShardError, from_gateway
@@ -81,6 +82,24 @@ def tenant_listener(name: str, namespace: str, gateway: str, port: int, api: str
     )
 
 
+def xr_owner(kind: str, name: str, api: str = "vshn.appcat.vshn.io/v1") -> dict:
+    """The controller reference Crossplane puts on what an XR composes."""
+    return {"apiVersion": api, "kind": kind, "name": name, "uid": f"uid-{name}",
+            "controller": True, "blockOwnerDeletion": True}  # fmt: skip
+
+
+def reported(listener_set: dict, state: str) -> dict:
+    """A listener set as its Gateway reports it: Programmed, or refused for `state`."""
+    ok = state == "Programmed"
+    listener_set["status"] = {
+        "conditions": [
+            {"type": "Accepted", "status": "True" if ok else "False", "reason": state},
+            {"type": "Programmed", "status": "True" if ok else "False", "reason": state},
+        ]
+    }
+    return listener_set
+
+
 def populate(cluster: Cluster) -> Cluster:
     cluster.create(shard(1))
     cluster.create(shard(2, programmed=False))
@@ -88,13 +107,20 @@ def populate(cluster: Cluster) -> Cluster:
     broken["metadata"]["annotations"][labels.PORTS] = "not-a-range"
     cluster.create(broken)
     for port, index in ((10000, 1), (10001, 1), (10002, 1), (10010, 2)):
-        cluster.create(factories.claim(port, index, holder=f"uid-{port}"))
+        held = factories.claim(port, index, holder=f"uid-{port}")
+        held["metadata"]["ownerReferences"] = [xr_owner("XVSHNPostgreSQL", f"pg-{port}")]
+        cluster.create(held)
     cluster.create(tenant_listener("a", "vshn-a", "postgresql-1", 10000))
-    cluster.create(tenant_listener("b", "vshn-b", "postgresql-1", 10001, api="v1.4"))
-    cluster.create(tenant_listener("stray", "vshn-stray", "postgresql-1", 10005))
+    cluster.create(
+        reported(tenant_listener("b", "vshn-b", "postgresql-1", 10001, api="v1.4"), "Programmed")
+    )
+    # A Namespaced XR's listener: no claim; its XR controls it.
+    stray = tenant_listener("stray", "vshn-stray", "postgresql-1", 10005)
+    stray["metadata"]["ownerReferences"] = [xr_owner("PostgreSQL", "stray", api="v1")]
+    cluster.create(stray)
     cluster.create(tenant_listener("twin", "vshn-twin", "postgresql-1", 10000))
     # Placement Gateway: in the gateway namespace, parentRef without a namespace.
-    same_namespace = tenant_listener("c", NS, "postgresql-2", 10010)
+    same_namespace = reported(tenant_listener("c", NS, "postgresql-2", 10010), "Conflicted")
     del same_namespace["spec"]["parentRef"]["namespace"]
     cluster.create(same_namespace)
     # Not this pool's: another Gateway, and another pool in the same namespace.
@@ -105,6 +131,7 @@ def populate(cluster: Cluster) -> Cluster:
     cluster.create(shard(1, pool_name="forgejo"))
     for port in (10000, 10001):
         obj = factories.claim(port, 1, pool="forgejo", wrapped=True)
+        obj["metadata"]["ownerReferences"] = [xr_owner("XVSHNForgejo", f"git-{port}")]
         obj["status"] = {"atProvider": {"manifest": _live(obj)}}
         cluster.create(obj)
     cluster.create(wrap(shard(1, pool_name="forgejo"), provider_config="kubernetes"))
@@ -307,6 +334,70 @@ def test_report_wrapped_reads_claims_from_objects(kubeconfig):
     assert data["totals"]["used"] == 2
     assert data["unreadableClaims"] == []  # the wrapped Gateway is not a claim
     assert [d["port"] for d in data["claimedNotListening"]] == [10000, 10001]
+
+
+def assignments_json(kubeconfig: Path, *extra: str, pool_name: str = POOL) -> list[dict]:
+    data = report_json(kubeconfig, "--assignments", *extra, pool_name=pool_name)
+    assert (data["pool"], data["namespace"]) == (pool_name, NS)
+    return data["assignments"]
+
+
+def test_report_assignments_lists_every_port_with_its_tenant(cluster, kubeconfig):
+    rows = {row["port"]: row for row in assignments_json(kubeconfig)}
+    assert sorted(rows) == [10000, 10001, 10002, 10005, 10010]
+    claimed = rows[10001]
+    assert {k: claimed[k] for k in ("shard", "gateway", "xr", "namespace", "claim", "holder")} == {
+        "shard": 1,
+        "gateway": "postgresql-1",
+        "xr": "XVSHNPostgreSQL/pg-10001",
+        "namespace": "vshn-b",
+        "claim": "tcp-postgresql-10001",
+        "holder": "uid-10001",
+    }
+    lease = cluster.get("coordination.k8s.io/v1", "Lease", "tcp-postgresql-10001", NS)
+    assert claimed["since"] == lease["metadata"]["creationTimestamp"]
+    assert isinstance(claimed["ageSeconds"], int) and claimed["ageSeconds"] >= 0
+    assert {port: row["listener"] for port, row in rows.items()} == {
+        10000: "several (2)",  # tenant a's and a twin on its port
+        10001: "Programmed",
+        10002: "none",  # claimed, nobody listens
+        10005: "Pending",  # no report from its Gateway yet
+        10010: "NotAccepted (Conflicted)",
+    }
+    # A Namespaced XR holds no claim: its listener set names it.
+    assert (rows[10005]["xr"], rows[10005]["claim"]) == ("PostgreSQL/stray", "")
+    assert rows[10010]["namespace"] == NS  # placement Gateway
+
+
+def test_report_assignments_table(kubeconfig):
+    args = ["report", "-p", POOL, "-n", NS, "--kubeconfig", str(kubeconfig), "--assignments"]
+    result = run(*args)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"Pool {POOL} in namespace {NS}: 5 ports assigned"
+    assert lines[2].split() == ["SHARD", "PORT", "XR", "NAMESPACE", "AGE", "LISTENER", "CLAIM"]
+    rows = {line.split()[1]: line.split() for line in lines[3:]}
+    assert rows["10001"][2:4] == ["XVSHNPostgreSQL/pg-10001", "vshn-b"]
+    assert rows["10001"][5:] == ["Programmed", "tcp-postgresql-10001"]
+    assert rows["10002"][3] == "-" and rows["10002"][5] == "none"
+
+
+def test_report_assignments_wrapped_names_the_xr_of_each_object(kubeconfig):
+    rows = assignments_json(kubeconfig, "--wrapped", pool_name="forgejo")
+    assert [(r["port"], r["xr"], r["claim"]) for r in rows] == [
+        (10000, "XVSHNForgejo/git-10000", "tcp-forgejo-10000"),
+        (10001, "XVSHNForgejo/git-10001", "tcp-forgejo-10001"),
+    ]
+
+
+def test_assignment_ages_read_like_kubectls():
+    now = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
+    held = factories.claim(10003, 1)
+    held["metadata"]["creationTimestamp"] = "2026-11-24T11:00:00Z"
+    [row] = assigning.build(NS, [shard(1)], [held], [], now)
+    assert (row.since, row.ageSeconds, row.listener) == ("2026-11-24T11:00:00Z", 176400, "none")
+    ages = [assigning.age(s) for s in (None, 59, 61, 7200, 176400)]
+    assert ages == ["-", "59s", "1m", "2h", "2d"]
 
 
 # -- errors ----------------------------------------------------------------------------------

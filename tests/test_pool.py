@@ -7,7 +7,7 @@ import pytest
 from function import labels, pool
 from function.inputs import GatewayPool
 from function.step import FATAL, StepRequest
-from tests.factories import NS, claim, tenant_listener_set, ticket
+from tests.factories import NS, claim, gateway, tenant_listener_set, ticket
 
 NOW = datetime.datetime(2026, 11, 26, 10, 5, tzinfo=datetime.UTC)
 HOUR, MINUTE = datetime.timedelta(hours=1), datetime.timedelta(minutes=1)
@@ -180,8 +180,16 @@ def test_status_reports_every_shard_and_nodeports():
         "address": "",
         "programmed": False,
         "resting": 0,
+        "listenerDrift": {
+            "foreign": 0,
+            "unclaimed": 0,
+            "unattached": 0,
+            "refused": 0,
+            "noAddress": True,
+        },
     }
     assert result.status["nodePorts"] == 2 + 7  # two Gateways' own listeners, seven tenants
+    assert result.status["headroom"] == 3
 
 
 def test_claim_naming_a_missing_shard_keeps_that_shard():
@@ -514,3 +522,114 @@ def test_a_tenant_moving_off_a_blocked_claim_is_waiting():
     blocked["metadata"]["annotations"][labels.BLOCKED] = "port 10008 is taken by an older listener"
     result = reconcile(spec(), [*claims_on(1, 8), blocked], tickets=line(1))
     assert result.status["waiting"] == 1
+
+
+# -- listener drift: what the Gateway reports against the claims -------------------------
+
+
+def minutes_ago(minutes: int) -> str:
+    return (NOW - datetime.timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def aged_claim(port: int, minutes: int) -> dict:
+    obj = claim(port, 1)
+    obj["metadata"]["creationTimestamp"] = minutes_ago(minutes)
+    return obj
+
+
+def reported_gateway(attached: int | None, address: str | None = "192.0.2.1") -> dict:
+    """Shard 1's Gateway as its controller reports it."""
+    obj = gateway(1, address=address)
+    if attached is not None:
+        obj.setdefault("status", {})["attachedListenerSets"] = attached
+    return {"gateway-1": obj}
+
+
+def drift_of(result, index: int = 1) -> dict:
+    return result.status["shards"][index - 1]["listenerDrift"]
+
+
+def test_listener_sets_attached_beyond_the_pools_tenants_are_foreign():
+    claims = [aged_claim(10000, 60), aged_claim(10001, 60)]
+    tenants = [tenant_listener_set(p, namespace=f"t{p}", accepted=True) for p in (10000, 10001)]
+    # The Gateway counts three: one is nobody's in this pool (a squatter, or made by hand).
+    result = reconcile(spec(), claims, reported_gateway(3), listener_sets=tenants)
+    assert drift_of(result) == {
+        "attached": 3,
+        "foreign": 1,
+        "unclaimed": 0,
+        "unattached": 0,
+        "refused": 0,
+        "noAddress": False,
+    }
+    assert result.status["listenerDrift"] == {
+        "foreign": 1,
+        "unclaimed": 0,
+        "unattached": 0,
+        "refused": 0,
+        "shardsWithoutAddress": 0,
+    }
+
+
+def test_a_tenant_listener_without_a_claim_is_unclaimed_unless_a_namespaced_xr_placed_it():
+    leaked = tenant_listener_set(10002, namespace="gone", accepted=True)
+    placed = tenant_listener_set(10003, namespace="ns-tenant", accepted=True)
+    placed["metadata"]["labels"][labels.ROLE] = labels.PLACED_ROLE
+    claims = [aged_claim(10000, 60)]
+    mine = tenant_listener_set(10000, namespace="t", accepted=True)
+    result = reconcile(spec(), claims, reported_gateway(3), listener_sets=[mine, leaked, placed])
+    assert drift_of(result)["unclaimed"] == 1 and drift_of(result)["foreign"] == 0
+
+
+def test_a_claim_without_an_attached_listener_is_drift_only_after_the_bound():
+    claims = [aged_claim(10000, 30), aged_claim(10001, 2), aged_claim(10002, 30)]
+    blocked = aged_claim(10003, 30)
+    blocked["metadata"]["annotations"][labels.BLOCKED] = "PortUnavailable"
+    # 10000 has no listener set, 10001 is new, 10002's listener is not accepted yet.
+    pending = tenant_listener_set(10002, namespace="t2")
+    result = reconcile(spec(), [*claims, blocked], reported_gateway(0), listener_sets=[pending])
+    assert drift_of(result)["unattached"] == 2
+    later = reconcile(
+        spec(),
+        [*claims, blocked],
+        reported_gateway(0),
+        listener_sets=[pending],
+        now=NOW + datetime.timedelta(minutes=9),
+    )
+    assert drift_of(later)["unattached"] == 3  # 10001 is now 11 minutes old
+
+
+def test_listener_sets_the_gateway_refused_are_counted():
+    claims = [aged_claim(10000, 60)]
+    refused = tenant_listener_set(10000, namespace="t", accepted=False)
+    result = reconcile(spec(), claims, reported_gateway(0), listener_sets=[refused])
+    assert drift_of(result)["refused"] == 1 and drift_of(result)["unattached"] == 1
+
+
+def test_a_shard_without_an_address_is_reported():
+    result = reconcile(spec(), [], reported_gateway(0, address=None))
+    assert drift_of(result)["noAddress"] is True
+    assert result.status["listenerDrift"]["shardsWithoutAddress"] == 1
+
+
+def test_drift_never_changes_the_gateways_returned():
+    claims = [aged_claim(10000 + i, 60) for i in range(8)]
+    calm = reconcile(spec(), claims, reported_gateway(8))
+    tenants = [tenant_listener_set(10000 + i, namespace=f"t{i}", accepted=True) for i in range(8)]
+    settled = reconcile(spec(), claims, reported_gateway(8), listener_sets=tenants)
+    drifting = reconcile(spec(), claims, reported_gateway(40, address=None), listener_sets=[])
+    assert drift_of(drifting)["foreign"] == 40 and drift_of(drifting)["unattached"] == 8
+    assert gateways(drifting) == gateways(calm) == gateways(settled)
+
+
+def test_wrapped_gateways_report_drift_through_their_object():
+    from function.builders.object import wrap
+
+    observed = reported_gateway(2)
+    wrapped = wrap(observed["gateway-1"], provider_config="kubernetes")
+    wrapped["status"] = {"atProvider": {"manifest": observed["gateway-1"]}}
+    claims = [claim(10000, 1, wrapped=True)]
+    result = reconcile(
+        spec(wrap={"providerConfigName": "kubernetes"}), claims, {"gateway-1": wrapped}, []
+    )
+    assert drift_of(result)["attached"] == 2 and drift_of(result)["foreign"] == 2

@@ -7,6 +7,8 @@ import random
 import pytest
 
 from function import labels
+from function.builders.listenerset import listener_set as build_listener_set
+from function.flavours import FLAVOURS
 from function.fn import FunctionRunner
 from function.inputs import GatewayPool
 from tests.factories import NS
@@ -184,4 +186,46 @@ def test_a_shard_gateway_changed_by_hand_is_put_back():
     assert restored["spec"]["listeners"] == written["spec"]["listeners"]
     for key in (labels.CAPACITY, labels.PORTS):
         assert restored["metadata"]["annotations"][key] == written["metadata"]["annotations"][key]
+    world.close()
+
+
+@pytest.mark.parametrize("mode", ["v2", "v1"])
+def test_a_listener_set_squatting_on_a_shard_is_reported_as_drift(mode):
+    world = PoolWorld(mode=mode, provider="exoscale", capacity=10, headroom=3)
+    world.reconcile_pool()
+    names = [f"t{i}" for i in range(5)]
+    for name in names:
+        world.create_tenant(name)
+    world.until_everyone_holds_a_port(names)
+    world.settle(2)
+    world.reconcile_pool()
+    status = world.pool_sim.get_xr(world.pool_xr)["status"]["pool"]
+    assert status["shards"][0]["listenerDrift"] == {
+        "attached": 5,
+        "foreign": 0,
+        "unclaimed": 0,
+        "unattached": 0,
+        "refused": 0,
+        "noAddress": False,
+    }
+    # Someone outside the pool attaches a listener set of their own to shard 1.
+    taken = set(world.ports().values())
+    free = next(p for p in range(10000, 10009) if p not in taken)
+    world.cluster.ensure_namespace("intruder", {})
+    squatter = build_listener_set(
+        flavour=FLAVOURS["v1.6"],
+        name="mine",
+        namespace="intruder",
+        labels={},
+        gateway=f"{POOL}-1",
+        gateway_namespace=NS,
+        listener_name="x",
+        port=free,
+    )
+    world.cluster.create(squatter)
+    world.controllers()
+    world.reconcile_pool()
+    status = world.pool_sim.get_xr(world.pool_xr)["status"]["pool"]
+    assert status["shards"][0]["listenerDrift"]["attached"] == 6
+    assert status["listenerDrift"]["foreign"] == 1
     world.close()

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import click
 
+from function.operator import assignments as assigning
 from function.operator import plan as planner
 from function.operator import report as reporting
 from function.operator import snapshot as snapshots
@@ -107,19 +108,37 @@ def snapshot(pool, namespace, wrapped, kubeconfig, context) -> None:
 @click.option(
     "--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
+@click.option(
+    "--assignments",
+    is_flag=True,
+    help="List every port with its tenant instead: XR, namespace, claim age, listener state.",
+)
 @_guarded
-def report(pool, namespace, wrapped, kubeconfig, context, output) -> None:
+def report(pool, namespace, wrapped, kubeconfig, context, output, assignments) -> None:
     """Print the pool's shards, utilisation, NodePorts and drift.
 
     Drift: ports claimed but listened on by no ListenerSet/XListenerSet attached to the
     claim's shard Gateway (normal for a moment while a tenant is Claiming), ports listened
     on but not claimed, and ports more than one listener of a shard uses.
+
+    With --assignments: port -> tenant, per shard. The tenant is the XR controlling the
+    port's claim (or, for a Namespaced XR, its listener set); the listener state is what
+    the Gateway reports of the listener set on that port.
     """
     kube = connect(kubeconfig, context)
     try:
         objects = read_pool(kube, pool, namespace, wrapped=wrapped, listeners=True)
     finally:
         kube.close()
+    if assignments:
+        now = datetime.datetime.now(datetime.UTC)
+        rows = assigning.build(
+            namespace, objects.gateways, objects.claims, objects.listener_sets, now
+        )
+        render = assigning.render_json if output == "json" else assigning.render_table
+        _warn_missing(objects.missing_kinds)
+        click.echo(render(pool, namespace, rows), nl=False)
+        return
     result = reporting.build(
         pool,
         namespace,
