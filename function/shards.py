@@ -21,6 +21,7 @@ class Shard:
     used_hint: int | None = None
     accepting: bool | None = None
     address: str | None = None
+    client_address: str | None = None  # annotation CLIENT_ADDRESS; None: not said
 
     @property
     def own_listeners(self) -> int:
@@ -94,7 +95,12 @@ def from_gateway(gateway: dict) -> Shard:
         used_hint=used_hint,
         accepting=None if accepting is None else accepting == "true",
         address=first_address(gateway),
+        client_address=_text(annotations.get(labels.CLIENT_ADDRESS)),
     )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def parse_ports(text: object) -> list[int]:
