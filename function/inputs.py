@@ -650,6 +650,20 @@ class GatewayPool(_Model):
     )
     infrastructure: Infrastructure = Field(default_factory=Infrastructure)
     statusPath: str = Field(default="status.pool", description="Where the pool reports.")
+    clientAddress: Literal["ProxyProtocol", "Local", "Unknown"] = Field(
+        default="Unknown",
+        description="How a shard keeps the client's address, which tenants' source "
+        "allowlists need: ProxyProtocol (a ClientTrafficPolicy per shard and the provider's "
+        "PROXY protocol annotation; cloudscale, or custom with its annotation in "
+        "infrastructure), Local (the platform runs Envoy's Service with "
+        "externalTrafficPolicy Local), Unknown. Applies to new shards; existing shards keep "
+        "theirs unless applyClientAddressToExistingShards.",
+    )
+    applyClientAddressToExistingShards: StrictBool = Field(
+        default=False,
+        description="Also switch existing shards to clientAddress. On cloudscale this "
+        "recreates each load balancer's pools: a short outage for every tenant of a shard.",
+    )
     wrap: Wrap | None = Field(
         default=None,
         description="Wrap Gateways in provider-kubernetes Objects; required on Crossplane v1.x. "
@@ -681,6 +695,15 @@ class GatewayPool(_Model):
     @classmethod
     def _status_path(cls, value: str) -> str:
         return _status_path(value)
+
+    @model_validator(mode="after")
+    def _proxy_protocol(self) -> "GatewayPool":
+        if self.clientAddress == "ProxyProtocol" and self.provider == "exoscale":
+            raise ValueError(
+                "clientAddress: Exoscale load balancers cannot send PROXY protocol; "
+                "use Local (externalTrafficPolicy Local on Envoy's Service)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> "GatewayPool":

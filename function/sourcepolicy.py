@@ -12,11 +12,9 @@ from dataclasses import dataclass
 
 from function import fieldpath, readiness, sourceranges
 from function.builders.securitypolicy import security_policy
+from function.clientaddress import KEEPS_CLIENT_ADDRESS, UNKNOWN
 from function.inputs import SourceRanges as SourceRangesInput
 from function.observed import live
-
-PROXY_PROTOCOL, LOCAL, UNKNOWN = "ProxyProtocol", "Local", "Unknown"
-KEEPS_CLIENT_ADDRESS = (PROXY_PROTOCOL, LOCAL)
 
 INVALID = "InvalidSourceRanges"
 NOT_PRESERVED = "ClientAddressNotPreserved"

@@ -90,6 +90,7 @@ def test_one_gateway_per_shard_with_its_slice_labels_and_annotations():
         labels.PORTS: "10000-10009",
         labels.CAPACITY: "10",
         labels.USED: "0",
+        labels.CLIENT_ADDRESS: "Unknown",
     }
     [listener] = gateway["spec"]["listeners"]
     assert (listener["name"], listener["port"], listener["protocol"]) == ("shard", 10009, "TCP")
@@ -157,6 +158,7 @@ def test_status_reports_every_shard_and_nodeports():
         "free": 2,
         "address": "",
         "programmed": False,
+        "clientAddress": "Unknown",
     }
     assert result.status["nodePorts"] == 2 + 7  # two Gateways' own listeners, seven tenants
 

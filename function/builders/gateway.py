@@ -19,6 +19,7 @@ def shard_gateway(
     allowed_listeners: dict,
     infrastructure: dict,
     held_elsewhere: str = "",
+    client_address: str | None = None,
 ) -> dict:
     start, end = ports
     gateway_labels = {
@@ -34,6 +35,9 @@ def shard_gateway(
     }
     if held_elsewhere:
         annotations[labels.HELD_ELSEWHERE] = held_elsewhere
+    if client_address:
+        # Tenants read it: a source allowlist is enforced only where the address is kept.
+        annotations[labels.CLIENT_ADDRESS] = client_address
     spec: dict = {
         "gatewayClassName": gateway_class,
         # A Gateway needs one listener of its own. It takes the slice's last port, which is
