@@ -9,7 +9,9 @@
 A shard's mode is fixed once it exists: switching a cloudscale LB to PROXY protocol
 recreates its pools (a short outage for every tenant of the shard), and switching Envoy
 without the LB (or the reverse) drops every connection. So a live shard keeps the mode it
-was made with (its annotation) unless the input explicitly applies the new one to it.
+was made with (its annotation) when PROXY protocol is switched on or off, unless the input
+explicitly applies the new mode to it; Local and Unknown only declare what the platform
+did, and follow the input.
 """
 
 from function import fieldpath, labels
@@ -42,7 +44,9 @@ def shard_modes(
     modes, left = {}, []
     for index, gateway in sorted(existing.items()):
         mode = recorded(gateway)
-        if mode != wanted and apply_to_existing:
+        # Only PROXY protocol changes the data path; Local and Unknown only declare it.
+        disruptive = PROXY_PROTOCOL in (mode, wanted)
+        if mode != wanted and (apply_to_existing or not disruptive):
             mode = wanted
         elif mode != wanted:
             left.append(index)

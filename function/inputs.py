@@ -656,13 +656,14 @@ class GatewayPool(_Model):
         "allowlists need: ProxyProtocol (a ClientTrafficPolicy per shard and the provider's "
         "PROXY protocol annotation; cloudscale, or custom with its annotation in "
         "infrastructure), Local (the platform runs Envoy's Service with "
-        "externalTrafficPolicy Local), Unknown. Applies to new shards; existing shards keep "
-        "theirs unless applyClientAddressToExistingShards.",
+        "externalTrafficPolicy Local), Unknown. Switching PROXY protocol on or off applies "
+        "to new shards only, unless applyClientAddressToExistingShards.",
     )
     applyClientAddressToExistingShards: StrictBool = Field(
         default=False,
-        description="Also switch existing shards to clientAddress. On cloudscale this "
-        "recreates each load balancer's pools: a short outage for every tenant of a shard.",
+        description="Also switch PROXY protocol on or off on existing shards. On "
+        "cloudscale this recreates each load balancer's pools: a short outage for every "
+        "tenant of a shard.",
     )
     wrap: Wrap | None = Field(
         default=None,

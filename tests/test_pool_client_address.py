@@ -121,3 +121,11 @@ def test_exoscale_cannot_send_proxy_protocol():
     with pytest.raises(ValidationError, match="clientAddress"):
         spec(clientAddress="ProxyProtocol")  # the base input's provider is exoscale
     assert spec(clientAddress="Local").clientAddress == "Local"
+
+
+def test_local_and_unknown_only_declare_and_follow_the_input_on_live_shards():
+    live = observed(reconcile(cloudscale(), []))
+    result = reconcile(cloudscale(clientAddress="Local"), [], live)
+    gateway = result.resources["gateway-1"].resource
+    assert gateway["metadata"]["annotations"][labels.CLIENT_ADDRESS] == "Local"
+    assert not any(r.reason == "ClientAddressKept" for r in result.results)
