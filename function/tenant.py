@@ -804,9 +804,11 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
 
     address = shard.address if shard else None
     endpoint = publish.Endpoint(host=alloc.hostname or address, port=alloc.port)
-    if not taken and guard.in_force:  # never send clients to a port another listener got
+    # Never send clients to a port another listener got, nor (a first time) to one whose
+    # allowlist is not in force yet; a port the tenant was served on stays published.
+    if not taken and (guard.in_force or served == alloc.port):
         _publish(spec, request, endpoint, result)
-    elif not taken:  # nor to one whose allowlist is not in force: what was published stays
+    elif not taken:
         result.connection.update(publish.kept_details(spec.connectionDetails, request.connection))
     if spec.connectionSecret is not None:
         secret = _connection_secret(spec, request, tenant, result.connection, common)

@@ -121,6 +121,12 @@ def test_a_live_tenant_gaining_a_filter_keeps_its_route_and_what_it_published():
     assert condition(result).reason == "SourceRangesPending"
     assert result.connection == published  # kept, never dropped, never new
 
+    served = xr(OFFICE)
+    served["status"] = {"tcpAccess": {"phase": "Ready", "port": 10003, "servedPort": 10003}}
+    result = step(filtered(), observed=live, available=shard(), xr=served)  # none as read
+    assert condition(result).reason == "SourceRangesPending"
+    assert result.connection == published  # the port it was served on stays published
+
 
 def test_narrowing_updates_the_policy_in_place_and_waits_for_envoy_gateway():
     ready = applied(reconcile(xr(OFFICE), observed=applied(reconcile(xr(OFFICE)))), ALL_TRUE)
