@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from function import fieldpath
+from function import fieldpath, sourceranges
 from function.names import is_dns_1035_label, is_dns_label, is_dns_subdomain
 from function.tickets import DEFAULT_TTL, MAX_TTL
 
@@ -247,6 +247,47 @@ class Resources(_Model):
     route: ResourceName = Field(default_factory=lambda: _named("route"))
     networkPolicy: ResourceName = Field(default_factory=lambda: _named("networkpolicy"))
     referenceGrant: ResourceName = Field(default_factory=lambda: _named("referencegrant"))
+    securityPolicy: ResourceName = Field(default_factory=lambda: _named("securitypolicy"))
+
+
+class SourceRanges(_Model):
+    """The tenant's source-address allowlist (AppCat's ipFilter), enforced by an Envoy
+    Gateway SecurityPolicy on its TCPRoute. Needs Envoy Gateway v1.7.4 / v1.8.1 or later and
+    a shard that keeps the client's address (GatewayPool clientAddress)."""
+
+    fromFieldPath: str | None = Field(
+        default=None,
+        description="XR field holding a list of IPv4/IPv6 CIDRs or addresses, e.g. "
+        "spec.parameters.network.ipFilter. Unset, or the field not set: default.",
+    )
+    default: list[str] = Field(
+        default_factory=lambda: ["0.0.0.0/0"],
+        description="The ranges when the field is not set. A list admitting everyone "
+        "(0.0.0.0/0, with ::/0 or no IPv6 entry; or empty) composes no SecurityPolicy.",
+    )
+    trustUnreportedPolicy: StrictBool = Field(
+        default=False,
+        description="Take a SecurityPolicy that exists but carries no status from Envoy "
+        "Gateway as in force. Envoy Gateway up to v1.7 reports none for a policy on a route "
+        "attached through an XListenerSet (gatewayAPI v1.4), so such a tenant never becomes "
+        "Ready without it. Risk: a policy Envoy Gateway did not apply leaves the port open.",
+    )
+
+    @field_validator("fromFieldPath")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None:
+            fieldpath.split(value)
+        return value
+
+    @field_validator("default")
+    @classmethod
+    def _ranges(cls, value: list[str]) -> list[str]:
+        try:
+            sourceranges.parse(value)
+        except sourceranges.InvalidSourceRange as err:
+            raise ValueError(str(err)) from None
+        return value
 
 
 class ConnectionSecret(_Model):
@@ -451,6 +492,11 @@ class TCPAccess(_Model):
     connectionSecret: ConnectionSecret | None = Field(
         default=None, description="Also compose a Secret with the connection details."
     )
+    sourceRanges: SourceRanges | None = Field(
+        default=None,
+        description="Restrict who may connect to the tenant's port (Envoy Gateway "
+        "SecurityPolicy). Unset: no allowlist, no SecurityPolicy.",
+    )
     ticketTTLSeconds: int = Field(
         default=DEFAULT_TTL,
         ge=60,
@@ -522,7 +568,7 @@ class TCPAccess(_Model):
         for number, patch in enumerate(self.patches):
             if patch.resource is not None:
                 yield f"patches.{number}.resource", patch.resource
-        for role in ("listenerSet", "route", "networkPolicy", "referenceGrant"):
+        for role in ("listenerSet", "route", "networkPolicy", "referenceGrant", "securityPolicy"):
             named: ResourceName = getattr(self.resources, role)
             for field in ("key", "name", "objectName"):
                 value = getattr(named, field)
@@ -673,6 +719,21 @@ class GatewayPool(_Model):
     )
     infrastructure: Infrastructure = Field(default_factory=Infrastructure)
     statusPath: str = Field(default="status.pool", description="Where the pool reports.")
+    clientAddress: Literal["ProxyProtocol", "Local", "Unknown"] = Field(
+        default="Unknown",
+        description="How a shard keeps the client's address, which tenants' source "
+        "allowlists need: ProxyProtocol (a ClientTrafficPolicy per shard and the provider's "
+        "PROXY protocol annotation; cloudscale, or custom with its annotation in "
+        "infrastructure), Local (the platform runs Envoy's Service with "
+        "externalTrafficPolicy Local), Unknown. Switching PROXY protocol on or off applies "
+        "to new shards only, unless applyClientAddressToExistingShards.",
+    )
+    applyClientAddressToExistingShards: StrictBool = Field(
+        default=False,
+        description="Also switch PROXY protocol on or off on existing shards. On "
+        "cloudscale this recreates each load balancer's pools: a short outage for every "
+        "tenant of a shard.",
+    )
     wrap: Wrap | None = Field(
         default=None,
         description="Wrap Gateways in provider-kubernetes Objects; required on Crossplane v1.x. "
@@ -710,6 +771,15 @@ class GatewayPool(_Model):
     @classmethod
     def _status_path(cls, value: str) -> str:
         return _status_path(value)
+
+    @model_validator(mode="after")
+    def _proxy_protocol(self) -> "GatewayPool":
+        if self.clientAddress == "ProxyProtocol" and self.provider == "exoscale":
+            raise ValueError(
+                "clientAddress: Exoscale load balancers cannot send PROXY protocol; "
+                "use Local (externalTrafficPolicy Local on Envoy's Service)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> "GatewayPool":

@@ -30,6 +30,9 @@ GATEWAY = f"{PREFIX}/gateway"
 # lie outside its shard's slice). The pool step writes it; tenants never claim those ports.
 HELD_ELSEWHERE = f"{PREFIX}/held-elsewhere"
 OWNER_UID = f"{PREFIX}/owner-uid"
+# On a shard Gateway: how its load balancer keeps the client's address (ProxyProtocol, Local
+# or Unknown). A tenant with a source allowlist gets a route only where it is kept.
+CLIENT_ADDRESS = f"{PREFIX}/client-address"
 # On a claim whose port an older, foreign listener took before the tenant's: why. The claim
 # stays (the port stays taken, the slot counted) but is never the tenant's allocation.
 BLOCKED = f"{PREFIX}/blocked"

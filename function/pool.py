@@ -23,8 +23,9 @@ import re
 from dataclasses import dataclass, field
 
 from function import claims as claimlib
-from function import drift, fieldpath, labels, listeners, resting, tickets
+from function import clientaddress, drift, fieldpath, labels, listeners, resting, tickets
 from function.allocation import TICKETS, Pool, Requirement
+from function.builders.clienttrafficpolicy import proxy_protocol_policy
 from function.builders.gateway import shard_gateway
 from function.builders.object import wrap
 from function.flavours import FLAVOURS
@@ -37,6 +38,7 @@ from function.step import WARNING, Condition, Desired, Result, StepRequest, Step
 CLAIMS = "tcp-pool-claims"
 LISTENER_SETS = "tcp-pool-listenersets"
 KEY = re.compile(r"^gateway-(\d+)$")
+PROXY_PROTOCOL_KEY = re.compile(r"^proxy-protocol-(\d+)$")
 CONDITION = "PoolCapacity"
 
 PROVIDER_ANNOTATIONS = {
@@ -53,6 +55,10 @@ def gateway_key(index: int) -> str:
 
 def gateway_name(spec: GatewayPool, index: int) -> str:
     return f"{spec.pool}-{index}"
+
+
+def proxy_protocol_key(index: int) -> str:
+    return f"proxy-protocol-{index}"
 
 
 @dataclass(frozen=True)
@@ -218,6 +224,9 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         # Not read yet: keep every Gateway as it is.
         for index, obj in observed.items():
             result.resources[gateway_key(index)] = Desired(keep(obj), _programmed(obj, spec))
+        for key, obj in request.observed.items():
+            if PROXY_PROTOCOL_KEY.match(key):
+                result.resources[key] = Desired(keep(obj), True)
         previous = _previous_status(request, spec)
         result.status = previous
         return result
@@ -240,6 +249,7 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
     line = tickets.line(waiting_tickets, spec.namespace, request.now)
     usage.waiting = sum(1 for ticket in line if ticket.holder not in usage.holders)
     count, draining = _shard_count(spec, usage, observed, slices, complete=complete, result=result)
+    modes = _client_address_modes(spec, observed, count, result)
     shard_status = []
     drifted = drift.Drift(listener_sets, usage.held, request.now)
     for index in range(1, count + 1):
@@ -260,9 +270,10 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
             used=used,
             accepting=free > 0 and index not in draining,
             allowed_listeners=_allowed_listeners(spec),
-            infrastructure=_infrastructure(spec, name, spec.hostname_for(index)),
+            infrastructure=_infrastructure(spec, name, spec.hostname_for(index), modes[index]),
             held_elsewhere=format_ports(usage.held_elsewhere(index, ports)),
             extra_annotations=_record_annotations(spec, records, index, usage, ports, request),
+            client_address=modes[index],
         )
         if spec.wrap is not None:
             gateway = wrap(gateway, provider_config=provider_config)
@@ -270,6 +281,16 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         programmed = _programmed(seen, spec)
         seen_live = live(seen, spec.wrap is not None)
         result.resources[gateway_key(index)] = Desired(gateway, programmed)
+        if modes[index] == clientaddress.PROXY_PROTOCOL:
+            policy = proxy_protocol_policy(
+                name=f"{name}-proxy-protocol",
+                namespace=spec.namespace,
+                labels={labels.POOL: spec.pool, labels.SHARD: str(index)},
+                gateway=name,
+            )
+            if spec.wrap is not None:
+                policy = wrap(policy, provider_config=provider_config)
+            result.resources[proxy_protocol_key(index)] = Desired(policy, True)
         shard_status.append(
             {
                 "index": index,
@@ -284,6 +305,7 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
                 "listenerDrift": drifted.shard(
                     spec.namespace, name, seen_live, usage.seen.get(index, ())
                 ),
+                "clientAddress": modes[index],
             }
         )
         if spec.rest_seconds:
@@ -590,9 +612,38 @@ def _allowed_listeners(spec: GatewayPool) -> dict:
     return namespaces
 
 
-def _infrastructure(spec: GatewayPool, name: str, hostname: str) -> dict:
+def _client_address_modes(
+    spec: GatewayPool, observed: dict[int, dict], count: int, result: StepResult
+) -> dict[int, str]:
+    """Each shard's clientAddress: its own once it exists (clientaddress.py), the input's
+    for a new one. A live shard left as it was is named in a Warning."""
+    existing = {
+        index: claimlib.inner_manifest(obj) if spec.wrap is not None else obj
+        for index, obj in observed.items()
+        if index <= count
+    }
+    modes, left = clientaddress.shard_modes(
+        spec.clientAddress, existing, spec.applyClientAddressToExistingShards
+    )
+    if left:
+        names = ", ".join(f"{gateway_name(spec, i)} ({modes[i]})" for i in left)
+        result.results.append(
+            Result(
+                WARNING,
+                f"clientAddress {spec.clientAddress} applies to new shards only: {names} "
+                "keep theirs (set applyClientAddressToExistingShards to switch them; on "
+                "cloudscale their load balancers' pools are recreated, a short outage)",
+                "ClientAddressKept",
+            )
+        )
+    return {index: modes.get(index, spec.clientAddress) for index in range(1, count + 1)}
+
+
+def _infrastructure(spec: GatewayPool, name: str, hostname: str, mode: str) -> dict:
+    proxy = clientaddress.PROXY_ANNOTATIONS[spec.provider] or {}
     annotations = {
         **PROVIDER_ANNOTATIONS[spec.provider](name),
+        **(proxy if mode == clientaddress.PROXY_PROTOCOL else {}),
         DNS_ANNOTATION: hostname,
         **spec.infrastructure.annotations,
     }
@@ -603,7 +654,8 @@ def _infrastructure(spec: GatewayPool, name: str, hostname: str) -> dict:
 
 
 def _infrastructure_error(spec: GatewayPool) -> str | None:
-    keys = _infrastructure(spec, gateway_name(spec, 1), spec.hostname_for(1))["annotations"]
+    name, hostname = gateway_name(spec, 1), spec.hostname_for(1)
+    keys = _infrastructure(spec, name, hostname, spec.clientAddress)["annotations"]
     if len(keys) > 16:
         return (
             f"infrastructure.annotations: {len(keys)} keys with the provider's and the DNS "

@@ -24,6 +24,7 @@ class Shard:
     address: str | None = None
     # The resting record's annotations as written, read only where a port is chosen.
     record_annotations: tuple[tuple[str, str], ...] = ()
+    client_address: str | None = None  # annotation CLIENT_ADDRESS; None: not said
 
     @property
     def own_listeners(self) -> int:
@@ -122,7 +123,12 @@ def from_gateway(gateway: dict) -> Shard:
         accepting=None if accepting is None else accepting == "true",
         address=first_address(gateway),
         record_annotations=record,
+        client_address=_text(annotations.get(labels.CLIENT_ADDRESS)),
     )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def parse_ports(text: object) -> list[int]:

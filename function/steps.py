@@ -25,6 +25,7 @@ ROLE_SUFFIXES = {
     "route": "route",
     "networkPolicy": "networkpolicy",
     "referenceGrant": "referencegrant",
+    "securityPolicy": "securitypolicy",
 }
 
 

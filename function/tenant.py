@@ -10,7 +10,17 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from function import allocation, backends, fieldpath, publish, readiness, shards, steps, tickets
+from function import (
+    allocation,
+    backends,
+    fieldpath,
+    publish,
+    readiness,
+    shards,
+    sourcepolicy,
+    steps,
+    tickets,
+)
 from function import claims as claimlib
 from function import labels as labellib
 from function.allocation import Adoption, Decision, Phase
@@ -51,8 +61,15 @@ LISTENERSET_KEY = "tcp-listenerset"
 ROUTE_KEY = "tcp-route"
 REFERENCEGRANT_KEY = "tcp-referencegrant"
 NETWORKPOLICY_KEY = "tcp-networkpolicy"
-DATA_PATH_KEYS = (LISTENERSET_KEY, ROUTE_KEY, REFERENCEGRANT_KEY, NETWORKPOLICY_KEY)
-ROLES = ("listenerSet", "route", "networkPolicy", "referenceGrant")
+SECURITYPOLICY_KEY = "tcp-securitypolicy"
+DATA_PATH_KEYS = (
+    LISTENERSET_KEY,
+    ROUTE_KEY,
+    REFERENCEGRANT_KEY,
+    NETWORKPOLICY_KEY,
+    SECURITYPOLICY_KEY,
+)
+ROLES = ("listenerSet", "route", "networkPolicy", "referenceGrant", "securityPolicy")
 
 
 FIRST = steps.Scope(steps.FIRST_PREFIX, steps.FIRST_STATUS_PATH, CONDITION, first=True)
@@ -874,18 +891,31 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         )
     else:
         result.resources.pop(named["referenceGrant"].key, None)  # placement changed
+    guard = _source_guard(spec, request, named, route_namespace, common, decision)
+    policy_key = named["securityPolicy"].key
+    if guard.policy is None:
+        result.resources.pop(policy_key, None)  # no allowlist (any more)
+    else:
+        objects[policy_key] = guard.policy
+        if not guard.route_allowed and named["route"].key not in request.observed:
+            objects.pop(named["route"].key, None)  # not before its policy: fail closed
 
     object_names = {n.key: n.object_name for n in named.values()}
     for key, obj in objects.items():
         if wrapped:
             obj = wrap(obj, provider_config=tenant.provider_config, name=object_names.get(key))
         observed = request.observed.get(key)
-        result.resources[key] = Desired(obj, _ready(key, observed, tenant, wrapped))
+        ready = guard.in_force if key == policy_key else _ready(key, observed, tenant, wrapped)
+        result.resources[key] = Desired(obj, ready)
 
     address = shard.address if shard else None
     endpoint = publish.Endpoint(host=alloc.hostname or address, port=alloc.port)
-    if not taken:  # never send clients to a port another listener got
+    # Never send clients to a port another listener got, nor (a first time) to one whose
+    # allowlist is not in force yet; a port the tenant was served on stays published.
+    if not taken and (guard.in_force or served == alloc.port):
         _publish(spec, tenant, request, endpoint, result)
+    elif not taken:
+        result.connection.update(publish.kept_details(spec.connectionDetails, request.connection))
     if spec.connectionSecret is not None:
         key = tenant.scope.secret_key
         sources = (request.xr, request.desired_xr)
@@ -921,6 +951,10 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         result.results.append(Result(WARNING, f"listener {message}", reason))
     elif missing is not None:
         reason, message = "BackendMissing", f"port {where} is held; {missing}"
+    elif guard.reason is not None:
+        reason, message = guard.reason, guard.message or guard.reason
+        if guard.warning:
+            result.results.append(Result(WARNING, message, reason))
     elif all(d.ready for k, d in result.resources.items() if k in objects):
         reason, message = "Ready", f"TCP access at {where}"
     else:
@@ -938,6 +972,39 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     result.status = {k: v for k, v in result.status.items() if v is not None}
     status = "True" if reason == "Ready" else "False"
     result.conditions.append(Condition(tenant.scope.condition, status, reason, message))
+
+
+def _source_guard(
+    spec: TCPAccess,
+    request: StepRequest,
+    named: dict[str, Named],
+    route_namespace: str,
+    labels: dict,
+    decision: Decision,
+) -> sourcepolicy.Guard:
+    """The tenant's source allowlist (input sourceRanges) on its route."""
+    alloc, shard = decision.allocation, decision.shard
+    unreported = ""
+    if spec.gatewayAPI == "v1.4":
+        unreported = (
+            " (Envoy Gateway up to v1.7 reports none for a route attached through an XListenerSet)"
+        )
+    return sourcepolicy.guard(
+        spec.sourceRanges,
+        xr=request.xr,
+        observed_policy=request.observed.get(named["securityPolicy"].key),
+        wrapped=spec.wrap is not None,
+        shard=sourcepolicy.Shard(
+            name=alloc.gateway,
+            read=shard is not None,
+            client_address=shard.client_address if shard else None,
+        ),
+        name=named["securityPolicy"].name,
+        namespace=route_namespace,
+        labels=labels,
+        route=named["route"].name,
+        unreported_hint=unreported,
+    )
 
 
 def _connection_secret(

@@ -30,7 +30,13 @@ def test_example_renders_to_its_expected_output(folder: Path):
 
 
 APPCAT = ROOT / "appcat"
-APPCAT_CASES = sorted(p.parent for p in APPCAT.rglob("composition.yaml"))
+# AppCat's own services, as AppCat composes them; postgresql-ipfilter/ goes beyond what
+# AppCat does (a source allowlist on the shared IP) and is checked by its expected output.
+APPCAT_CASES = sorted(
+    p.parent
+    for p in APPCAT.rglob("composition.yaml")
+    if p.relative_to(APPCAT).parts[0] in SERVICES
+)
 KEY = "crossplane.io/composition-resource-name"
 
 

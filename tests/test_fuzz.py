@@ -234,9 +234,11 @@ def test_any_tenant_request_gets_an_answer_and_nothing_is_dropped(req):
     for key in req.observed.resources:
         if key in rsp.desired.resources:
             continue
-        # The only deliberate drops: a grant placement Backend does not need, and a second
-        # claim this XR holds but does not use.
-        assert key == tenant.REFERENCEGRANT_KEY or key.startswith(tenant.CLAIM_KEY_PREFIX), key
+        # The only deliberate drops: a grant placement Backend does not need, a
+        # SecurityPolicy no allowlist calls for (sourceRanges unset or admitting everyone),
+        # and a second claim this XR holds but does not use.
+        deliberate = (tenant.REFERENCEGRANT_KEY, tenant.SECURITYPOLICY_KEY)
+        assert key in deliberate or key.startswith(tenant.CLAIM_KEY_PREFIX), key
         assert "tcp-listenerset" in rsp.desired.resources, key
 
 
@@ -352,6 +354,8 @@ FULL_TENANT_INPUT = {
         {"fieldPath": "status.ssh.host", "value": "hostPort"},
     ],
     "connectionSecret": {"name": "{metadata.name}-tcp", "namespace": "vshn-postgresql-x"},
+    "sourceRanges": {"fromFieldPath": "spec.ipFilter", "default": ["0.0.0.0/0"],
+                     "trustUnreportedPolicy": False},
 }  # fmt: skip
 FULL_POOL_INPUT = {
     **VALID_POOL,
@@ -368,6 +372,8 @@ FULL_POOL_INPUT = {
         },
     },
     "infrastructure": {"annotations": {"a": "b"}, "labels": {"c": "d"}},
+    "clientAddress": "ProxyProtocol",
+    "applyClientAddressToExistingShards": False,
     "statusPath": "status.pool",
     "wrap": {"providerConfigName": "kubernetes", "providerConfigFromLabel": "pc"},
 }

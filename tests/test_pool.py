@@ -92,6 +92,7 @@ def test_one_gateway_per_shard_with_its_slice_labels_and_annotations():
         labels.CAPACITY: "10",
         labels.USED: "0",
         labels.PORT_REST: "3600",  # the resting record: nothing seen, nothing freed
+        labels.CLIENT_ADDRESS: "Unknown",
     }
     [listener] = gateway["spec"]["listeners"]
     assert (listener["name"], listener["port"], listener["protocol"]) == ("shard", 10009, "TCP")
@@ -187,6 +188,7 @@ def test_status_reports_every_shard_and_nodeports():
             "refused": 0,
             "noAddress": True,
         },
+        "clientAddress": "Unknown",
     }
     assert result.status["nodePorts"] == 2 + 7  # two Gateways' own listeners, seven tenants
     assert result.status["headroom"] == 3

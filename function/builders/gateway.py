@@ -20,6 +20,7 @@ def shard_gateway(
     infrastructure: dict,
     held_elsewhere: str = "",
     extra_annotations: dict[str, str] | None = None,
+    client_address: str | None = None,
 ) -> dict:
     start, end = ports
     gateway_labels = {
@@ -36,6 +37,9 @@ def shard_gateway(
     if held_elsewhere:
         annotations[labels.HELD_ELSEWHERE] = held_elsewhere
     annotations.update(extra_annotations or {})  # the resting record (function/resting.py)
+    if client_address:
+        # Tenants read it: a source allowlist is enforced only where the address is kept.
+        annotations[labels.CLIENT_ADDRESS] = client_address
     spec: dict = {
         "gatewayClassName": gateway_class,
         # A Gateway needs one listener of its own. It takes the slice's last port, which is

@@ -14,7 +14,8 @@ Typical use::
     GatewayController(cluster).traffic()  # who really gets the packets
 
 Modules: ``cluster`` (API server), ``crossplane`` (composition engine), ``controllers``
-(provider-kubernetes, Gateway API, settling), ``transport`` (in-process and gRPC).
+(provider-kubernetes, Gateway API, settling), ``envoygateway`` (SecurityPolicy and PROXY
+protocol on the data path), ``transport`` (in-process and gRPC).
 """
 
 from .cluster import ApiError, Cluster, ClusterView, Key, key_of
@@ -39,6 +40,7 @@ from .crossplane import (
     Step,
     XRRef,
 )
+from .envoygateway import EnvoyGateway
 from .objects import (
     ANNOTATION_RESOURCE_NAME,
     LABEL_COMPOSITE,
@@ -59,6 +61,7 @@ __all__ = [
     "ClusterView",
     "Condition",
     "Crossplane",
+    "EnvoyGateway",
     "FunctionCallError",
     "GatewayController",
     "Grpc",

@@ -275,8 +275,15 @@ class GatewayController:
 
     def traffic(self) -> dict[tuple[str, str, int], tuple[str, str, int]]:
         """The data path: (gateway ns, gateway name, port) -> (backend ns, service, port)."""
+        return {where: backend for where, (_, backend) in self.serving().items()}
+
+    def serving(
+        self,
+    ) -> dict[tuple[str, str, int], tuple[tuple[str, str], tuple[str, str, int]]]:
+        """(gateway ns, gateway name, port) -> ((route ns, route name), backend): the route
+        that gets a listener's connections (the oldest accepted one) and where they go."""
         model = self._model()
-        out: dict[tuple[str, str, int], tuple[str, str, int]] = {}
+        out: dict[tuple[str, str, int], tuple[tuple[str, str], tuple[str, str, int]]] = {}
         for listeners in model.listeners.values():
             for lst in listeners:
                 if not lst.usable or not lst.routes:
@@ -284,7 +291,7 @@ class GatewayController:
                 _, rns, rname = min(lst.routes)
                 backend = model.backends.get((rns, rname))
                 if backend is not None:
-                    out[(lst.gateway[0], lst.gateway[1], lst.port)] = backend
+                    out[(lst.gateway[0], lst.gateway[1], lst.port)] = ((rns, rname), backend)
         return out
 
     # -- model ------------------------------------------------------------------------

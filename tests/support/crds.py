@@ -39,7 +39,7 @@ from celpy.evaluation import celbytes, celstr
 ENV_VAR = "TCP_ACCESS_CRDS"
 MISSING_CRDS = (
     "upstream CRDs not found at {}; set TCP_ACCESS_CRDS to the folder holding gateway-api/, "
-    "crossplane/ and provider-kubernetes/"
+    "crossplane/, provider-kubernetes/ and envoy-gateway/"
 )
 
 # The files each Gateway API flavour of the function validates against (see the CRDs' README).
@@ -62,6 +62,8 @@ COMMON_FILES = (
     "gateway-api/v1.6.1-standard-referencegrants.yaml",
     "provider-kubernetes/v1.2.1-kubernetes.crossplane.io_objects.yaml",
     "provider-kubernetes/v1.2.1-kubernetes.m.crossplane.io_objects.yaml",
+    "envoy-gateway/v1.9.0-gateway.envoyproxy.io_securitypolicies.yaml",
+    "envoy-gateway/v1.9.0-gateway.envoyproxy.io_clienttrafficpolicies.yaml",
 )
 _WRAPPER_GROUPS = frozenset({"kubernetes.crossplane.io", "kubernetes.m.crossplane.io"})
 
