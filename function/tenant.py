@@ -710,6 +710,13 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     own = live(request.observed.get(named["listenerSet"].key), wrapped)
     taken = readiness.listener_refused(own, spec.listenerName, alloc.port)
     served = _served(spec, request)
+    # A port is published once the Gateway accepts the tenant's listener on it: before its
+    # report it may be an older listener's. A port the tenant was Ready on stays published
+    # whatever the status reads (a report pending after an edit says nothing new), unless
+    # the Gateway reports it taken.
+    published = not taken and (
+        served == alloc.port or readiness.listener_accepted(own, spec.listenerName, alloc.port)
+    )
     blocked = None
     if taken and tenant.namespace is None and served != alloc.port:
         # An older listener from outside the pool took the port before ours: it was never
@@ -779,8 +786,14 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
 
     address = shard.address if shard else None
     endpoint = publish.Endpoint(host=alloc.hostname or address, port=alloc.port)
-    if not taken:  # never send clients to a port another listener got
+    if published:
         _publish(spec, request, endpoint, result)
+    elif served != alloc.port:
+        # Never send clients to a port another listener may have: what an earlier
+        # reconcile published for a port the tenant never served is withdrawn.
+        result.connection.update(
+            publish.withdrawn_details(spec.connectionDetails, request.connection)
+        )
     if spec.connectionSecret is not None:
         secret = _connection_secret(spec, request, tenant, result.connection, common)
         if wrapped:
@@ -796,7 +809,7 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     }
     if tenant.namespace is not None:
         result.status["listenerPort"] = alloc.port  # its record: it has no claim
-    if taken:
+    if not published:
         for key in ("host", "port", "address"):
             del result.status[key]
 
@@ -811,7 +824,7 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     elif taken:
         reason, message = "Conflicted", f"port {alloc.port} is already used behind {alloc.gateway}"
         result.results.append(Result(WARNING, f"listener {message}", reason))
-    elif all(d.ready for k, d in result.resources.items() if k in objects):
+    elif published and all(d.ready for k, d in result.resources.items() if k in objects):
         reason, message = "Ready", f"TCP access at {where}"
     else:
         reason, message = "Programming", f"waiting for the Gateway to program {where}"
@@ -842,7 +855,8 @@ def _connection_secret(spec, request, tenant: Tenant, details: dict, labels: dic
         "kind": "Secret",
         "metadata": {"name": fit(name), "namespace": namespace, "labels": dict(labels)},
         "type": "connection.crossplane.io/v1alpha1",
-        "data": {k: base64.b64encode(v).decode() for k, v in sorted(details.items())},
+        # A withdrawn detail (empty) is left out: the Secret is replaced whole.
+        "data": {k: base64.b64encode(v).decode() for k, v in sorted(details.items()) if v},
     }
 
 
@@ -888,7 +902,16 @@ def _not_yet(
 ):
     """Claim first, or wait: nothing port-dependent is built; what the XR had is kept."""
     status = dict(fieldpath.mapping(request.xr, spec.statusPath))
-    result.connection.update(publish.kept_details(spec.connectionDetails, request.connection))
+    if blocked:
+        # It is moving away from a port that was never its own: nothing published for that
+        # port may stay (an earlier version published it while it was programmed).
+        result.connection.update(
+            publish.withdrawn_details(spec.connectionDetails, request.connection)
+        )
+        for key in ("host", "port", "address"):
+            status.pop(key, None)
+    else:
+        result.connection.update(publish.kept_details(spec.connectionDetails, request.connection))
     if decision.ticket and decision.phase is not Phase.PENDING:
         _queue(spec, request, tenant, result)
 

@@ -135,3 +135,30 @@ def ticket(
     obj = wrap(lease, provider_config="kubernetes") if wrapped else lease
     obj["metadata"]["creationTimestamp"] = created
     return obj
+
+
+def gateway_report(listener_set: dict, listener: str = "postgresql") -> dict:
+    """A listener set (or an Object wrapping one) as observed once its Gateway accepted and
+    programmed it, its listener without a conflict."""
+    if listener_set.get("kind") == "Object":
+        inner = gateway_report(listener_set["spec"]["forProvider"]["manifest"], listener)
+        return {**listener_set, "status": {"atProvider": {"manifest": inner}}}
+    conditions = [
+        {"type": "Accepted", "status": "True", "reason": "Accepted"},
+        {"type": "Programmed", "status": "True", "reason": "Programmed"},
+    ]
+    entry = [*conditions, {"type": "Conflicted", "status": "False", "reason": "NoConflicts"}]
+    status = {"conditions": conditions, "listeners": [{"name": listener, "conditions": entry}]}
+    return {**listener_set, "status": status}
+
+
+def accepted_view(resources: dict) -> dict[str, dict]:
+    """What a step returned (key -> Desired), as the next reconcile observes it once the
+    Gateway accepted its listener sets."""
+    observed = {}
+    for key, desired in resources.items():
+        obj = desired.resource
+        inner = obj["spec"]["forProvider"]["manifest"] if obj["kind"] == "Object" else obj
+        is_listener_set = inner["kind"] in ("ListenerSet", "XListenerSet")
+        observed[key] = gateway_report(obj) if is_listener_set else obj
+    return observed

@@ -4,7 +4,7 @@ coexistence with the webhook, connection-detail templates and patches."""
 from function import labels, tenant
 from function.inputs import TCPAccess
 from function.step import WARNING, StepRequest
-from tests.factories import NS, claim, gateway
+from tests.factories import NS, accepted_view, claim, gateway
 
 XR = {
     "apiVersion": "vshn.appcat.vshn.io/v1",
@@ -122,6 +122,13 @@ def webhook_lease(port: int, holder: str, namespace: str = NS) -> dict:
 
 def held(port: int) -> dict:
     return claim(port, 1, holder="uid-pg", owner="pg-abc12", wrapped=True)
+
+
+def accepted_on(port: int, spec_: TCPAccess, **kwargs) -> dict:
+    """What the XR observes once its claim of `port` is held and the Gateway accepted its
+    listener set there."""
+    first = step(spec_, observed={f"tcp-claim-{port}": held(port)}, **kwargs)
+    return accepted_view(first.resources)
 
 
 def test_appcat_keys_and_names():
@@ -254,10 +261,8 @@ def test_the_xrs_own_legacy_allocation_does_not_block_its_adoption():
 
 def test_connection_detail_templates():
     earlier = {"POSTGRESQL_USER": b"app", "POSTGRESQL_PASSWORD": b"s3cret", "POSTGRESQL_DB": b"db"}
-    result = step(
-        spec(), observed={"tcp-claim-10003": held(10003)}, available=[gateway(1)],
-        connection=earlier,
-    )  # fmt: skip
+    observed = accepted_on(10003, spec(), available=[gateway(1)], connection=earlier)
+    result = step(spec(), observed=observed, available=[gateway(1)], connection=earlier)
     assert result.connection == {
         "POSTGRESQL_GATEWAY_HOST": b"db1.example.ch",
         "POSTGRESQL_GATEWAY_PORT": b"10003",
@@ -266,7 +271,9 @@ def test_connection_detail_templates():
 
 
 def test_a_template_naming_a_missing_detail_is_left_out_with_a_warning():
-    result = step(spec(), observed={"tcp-claim-10003": held(10003)}, available=[gateway(1)])
+    observed = accepted_on(10003, spec(), available=[gateway(1)])
+    result = step(spec(), observed=observed, available=[gateway(1)])
+    assert "POSTGRESQL_GATEWAY_PORT" in result.connection
     assert "POSTGRESQL_GATEWAY_URL" not in result.connection
     assert any("POSTGRESQL_USER" in r.message for r in result.results if r.severity == WARNING)
 
@@ -283,10 +290,9 @@ def test_patches_write_the_allocation_into_earlier_resources_and_the_xr():
         {"fieldPath": "status.sshPort", "value": "port"},
         {"resource": "missing", "fieldPath": "spec.x", "value": "hostPort"},
     ]  # fmt: skip
-    result = step(
-        spec(patches=patches), observed={"tcp-claim-10003": held(10003)},
-        available=[gateway(1)], desired={"forgejo-release": release},
-    )  # fmt: skip
+    given = {"available": [gateway(1)], "desired": {"forgejo-release": release}}
+    observed = accepted_on(10003, spec(patches=patches), **given)
+    result = step(spec(patches=patches), observed=observed, **given)
     server = result.resources["forgejo-release"].resource["spec"]["forProvider"]["values"]
     assert server["gitea"]["config"]["server"] == {
         "DOMAIN": "git.example.ch",

@@ -567,6 +567,43 @@ def test_a_tenant_on_a_squatted_shard_holds_at_most_three_blocked_claims(mode, w
         world.close()
 
 
+def published_port(world: World, name: str) -> int | None:
+    """The port a client of the tenant is told: the XR's connection secret (Crossplane
+    v1.x; an emptied key tells nothing), else its status."""
+    ref = world.xr(name)["spec"].get("writeConnectionSecretToRef")
+    secret = world.cluster.get("v1", "Secret", ref["name"], ref["namespace"]) if ref else None
+    value = ((secret or {}).get("data") or {}).get("POSTGRESQL_GATEWAY_PORT")
+    if value is not None:
+        return int(base64.b64decode(value)) if base64.b64decode(value) else None
+    return world.port(name)
+
+
+@pytest.mark.parametrize(("mode", "wrap"), MODES, ids=[MODE_IDS[m] for m in MODES])
+def test_a_squatted_port_is_published_at_no_reconcile(mode, wrap):
+    """Squatters on every free port of a Gateway that admits listener sets from everywhere:
+    whatever port the tenant claims, no reconcile ever tells its clients that port, in its
+    status or its connection secret, and it ends Blocked with nothing published."""
+    world = World(mode=mode, wrap=wrap, seed=1)
+    try:
+        world.add_shard(1, capacity=10, ports="10000-10009", own_port=10009)  # nine slots
+        world.create_tenant("alpha")
+        world.settle(3, ["alpha"])
+        squatted = [p for p in range(10000, 10009) if p != world.port("alpha")]
+        for port in squatted:
+            squat(world, f"squat-{port}", port)
+        world.controllers()
+        world.create_tenant("bravo")
+        for _ in range(14):
+            world.round(["bravo"])
+            assert published_port(world, "bravo") not in squatted, world.status("bravo")
+            assert world.status("bravo").get("port") not in squatted
+        stats.count("simulated reconciles", 3 + 14)
+        assert world.condition("bravo") == ("False", "Blocked"), world.status("bravo")
+        assert published_port(world, "bravo") is None
+    finally:
+        world.close()
+
+
 # -- names ----------------------------------------------------------------------------------
 
 ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
