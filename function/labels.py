@@ -34,4 +34,8 @@ OWNER_UID = f"{PREFIX}/owner-uid"
 # stays (the port stays taken, the slot counted) but is never the tenant's allocation.
 BLOCKED = f"{PREFIX}/blocked"
 
+# On a Namespace, set by the platform (never by a tenant): ListenerSets in it may attach to
+# the shard Gateways. The GatewayPool's default allowedListeners selects on it.
+LISTENER_NAMESPACE = f"{PREFIX}/listener-namespace"
+
 NAMESPACE_NAME = "kubernetes.io/metadata.name"

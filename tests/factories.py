@@ -143,13 +143,21 @@ def gateway_report(listener_set: dict, listener: str = "postgresql") -> dict:
     if listener_set.get("kind") == "Object":
         inner = gateway_report(listener_set["spec"]["forProvider"]["manifest"], listener)
         return {**listener_set, "status": {"atProvider": {"manifest": inner}}}
-    conditions = [
-        {"type": "Accepted", "status": "True", "reason": "Accepted"},
-        {"type": "Programmed", "status": "True", "reason": "Programmed"},
-    ]
-    entry = [*conditions, {"type": "Conflicted", "status": "False", "reason": "NoConflicts"}]
-    status = {"conditions": conditions, "listeners": [{"name": listener, "conditions": entry}]}
-    return {**listener_set, "status": status}
+
+    def condition(kind: str, status: str, reason: str) -> dict:
+        at = "2026-11-20T08:16:00Z"
+        return {"type": kind, "status": status, "reason": reason, "message": "",
+                "lastTransitionTime": at}  # fmt: skip
+
+    conditions = [condition("Accepted", "True", "Accepted"),
+                  condition("Programmed", "True", "Programmed")]  # fmt: skip
+    entry = {
+        "name": listener,
+        "attachedRoutes": 1,
+        "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "TCPRoute"}],
+        "conditions": [*conditions, condition("Conflicted", "False", "NoConflicts")],
+    }
+    return {**listener_set, "status": {"conditions": conditions, "listeners": [entry]}}
 
 
 def accepted_view(resources: dict) -> dict[str, dict]:

@@ -33,6 +33,7 @@ from function.names import LABEL_VALUE, digest, is_dns_label, label_value
 from function.step import StepRequest
 from tests import stats
 from tests.factories import NS, gateway
+from tests.test_pool_scenarios import PoolWorld
 from tests.world import TENANT_KINDS, World, controller_uid, object_key, tenant_input
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -600,6 +601,47 @@ def test_a_squatted_port_is_published_at_no_reconcile(mode, wrap):
         stats.count("simulated reconciles", 3 + 14)
         assert world.condition("bravo") == ("False", "Blocked"), world.status("bravo")
         assert published_port(world, "bravo") is None
+    finally:
+        world.close()
+
+
+def accepted_condition(obj: dict) -> tuple[str, str]:
+    found = next(c for c in obj["status"]["conditions"] if c["type"] == "Accepted")
+    return found["status"], found["reason"]
+
+
+@pytest.mark.parametrize(("mode", "wrap"), [("v1", True), ("v2", False)], ids=["v1.20", "v2"])
+def test_under_the_pools_default_a_squatter_from_a_foreign_namespace_cannot_attach(mode, wrap):
+    """The pool step's shard admits ListenerSets only from namespaces the platform labelled:
+    ListenerSets on every free port from an unlabelled namespace are refused (NotAllowed),
+    take no port, carry no traffic, and the next tenant gets its first claim, Ready."""
+    world = PoolWorld(mode=mode, provider="exoscale", capacity=10, headroom=1)
+    try:
+        world.reconcile_pool()
+        [shard] = world.shards().values()
+        assert shard["spec"]["allowedListeners"]["namespaces"]["from"] == "Selector"
+        world.create_tenant("alpha")
+        world.until_everyone_holds_a_port(["alpha"])
+        squatted = [p for p in range(10000, 10009) if p != world.port("alpha")]
+        for port in squatted:
+            squat(world, f"squat-{port}", port)
+        world.controllers()
+        for port in squatted:
+            listener_set = world.cluster.get(
+                f"{GATEWAY_GROUP}/v1", "ListenerSet", f"squat-{port}", INTRUDER
+            )
+            assert accepted_condition(listener_set) == ("False", "NotAllowed")
+        world.create_tenant("bravo")
+        world.settle(4, ["bravo"])
+        stats.count("simulated reconciles", 4 + 4)
+        assert world.condition("bravo") == ("True", "Ready"), world.status("bravo")
+        port = world.port("bravo")
+        assert port in squatted and blocked_ports(world, "bravo") == []
+        assert published_port(world, "bravo") == port
+        traffic = world.traffic()
+        assert traffic[(NS, "postgresql-1", port)][0] == "vshn-postgresql-bravo"
+        assert INTRUDER not in {backend[0] for backend in traffic.values()}
+        world.check()
     finally:
         world.close()
 
