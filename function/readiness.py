@@ -71,6 +71,15 @@ def listener_accepted(obj: dict | None, listener: str, port: int) -> bool:
     )
 
 
+def not_allowed(obj: dict | None) -> bool:
+    """The Gateway refuses the listener set for its namespace (`allowedListeners`), in a
+    report about its spec as it is now."""
+    if obj is None or listeners.accepted(obj) is not False:
+        return False
+    found = [c for c in fieldpath.items(obj, "status.conditions") if isinstance(c, dict)]
+    return any(c.get("type") == "Accepted" and c.get("reason") == "NotAllowed" for c in found)
+
+
 def listener_programmed(obj: dict | None, listener: str, port: int) -> bool:
     """The Gateway programs the listener, as it is now on `port`, without a conflict: no
     older listener has that port (any more)."""

@@ -826,6 +826,14 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         result.results.append(Result(WARNING, f"listener {message}", reason))
     elif published and all(d.ready for k, d in result.resources.items() if k in objects):
         reason, message = "Ready", f"TCP access at {where}"
+    elif readiness.not_allowed(own):
+        reason = "NotAllowed"
+        message = (
+            f"{alloc.gateway} does not admit ListenerSets from namespace {route_namespace} "
+            f"(its allowedListeners): the platform labels that namespace "
+            f'{labellib.LISTENER_NAMESPACE}: "true"'
+        )
+        result.results.append(Result(WARNING, message, reason))
     else:
         reason, message = "Programming", f"waiting for the Gateway to program {where}"
     looked_up = allocation.shard_gateway_requirement(alloc.shard) in request.lookups

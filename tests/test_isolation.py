@@ -646,6 +646,35 @@ def test_under_the_pools_default_a_squatter_from_a_foreign_namespace_cannot_atta
         world.close()
 
 
+def test_a_tenant_in_a_namespace_the_platform_has_not_labelled_waits_and_says_why():
+    """A shard made under the default refuses the listener set of an unlabelled namespace:
+    the tenant keeps its claim and publishes nothing, reporting NotAllowed; once the
+    platform labels the namespace, it is Ready on the same port."""
+    world = PoolWorld(mode="v2", provider="exoscale", capacity=10, headroom=1)
+    try:
+        world.reconcile_pool()
+        world.cluster.ensure_namespace("vshn-postgresql-late", {})
+        world.tenants["late"] = world.sim.create_xr(
+            "vshn.appcat.vshn.io/v1", "XVSHNPostgreSQL", "late", spec={"parameters": {}}
+        )
+        world.settle(3, ["late"])
+        assert world.condition("late") == ("False", "NotAllowed"), world.status("late")
+        assert labellib.LISTENER_NAMESPACE in message(world, "late")
+        assert published_port(world, "late") is None and world.traffic() == {}
+        [lease] = world.claims()
+        world.cluster.ensure_namespace(
+            "vshn-postgresql-late", {labellib.LISTENER_NAMESPACE: "true"}
+        )
+        world.controllers()
+        world.settle(2, ["late"])
+        stats.count("simulated reconciles", 5)
+        assert world.condition("late") == ("True", "Ready"), world.status("late")
+        assert world.port("late") == int(lease["metadata"]["labels"][labellib.PORT])
+        world.check()
+    finally:
+        world.close()
+
+
 # -- names ----------------------------------------------------------------------------------
 
 ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"

@@ -202,6 +202,26 @@ def test_a_port_the_gateway_has_not_accepted_is_not_published(report):
     assert condition(result).reason == "Programming"
 
 
+def test_a_listener_set_the_gateway_does_not_admit_says_which_label_is_missing():
+    first = step(spec(), observed={"tcp-claim-10003": held()}, available=pool(gateway(1)))
+    observed = {k: d.resource for k, d in first.resources.items()}
+    refused = {"type": "Accepted", "status": "False", "reason": "NotAllowed"}
+    observed["tcp-listenerset"] = {
+        **observed["tcp-listenerset"],
+        "status": {"conditions": [refused]},
+    }
+    result = step(spec(), observed=observed, available=pool(gateway(1)))
+    assert condition(result).reason == "NotAllowed"
+    assert "vshn-postgresql-pg-abc12" in condition(result).message
+    assert labels.LISTENER_NAMESPACE in condition(result).message
+    assert "port" not in result.status and result.connection == {}
+    # The port is not squatted: the claim stays the tenant's, nothing moves.
+    assert (
+        labels.BLOCKED
+        not in result.resources["tcp-claim-10003"].resource["metadata"]["annotations"]
+    )
+
+
 @UNREPORTED
 def test_a_served_port_stays_published_whatever_the_status_reads(report):
     first = step(spec(), observed={"tcp-claim-10003": held()}, available=pool(gateway(1)))
