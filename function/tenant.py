@@ -788,9 +788,10 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     endpoint = publish.Endpoint(host=alloc.hostname or address, port=alloc.port)
     if published:
         _publish(spec, request, endpoint, result)
-    elif served != alloc.port:
-        # Never send clients to a port another listener may have: what an earlier
-        # reconcile published for a port the tenant never served is withdrawn.
+    elif taken and served != alloc.port:
+        # Never send clients to a port another listener got: what an earlier reconcile
+        # published for it is withdrawn. Only on the Gateway's word: a report not there
+        # yet (or an XR read from before it was Ready) withdraws nothing.
         result.connection.update(
             publish.withdrawn_details(spec.connectionDetails, request.connection)
         )

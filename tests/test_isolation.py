@@ -34,7 +34,14 @@ from function.step import StepRequest
 from tests import stats
 from tests.factories import NS, gateway
 from tests.test_pool_scenarios import PoolWorld
-from tests.world import TENANT_KINDS, World, controller_uid, object_key, tenant_input
+from tests.world import (
+    TENANT_KINDS,
+    World,
+    controller_uid,
+    object_key,
+    published_port,
+    tenant_input,
+)
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 NAMESPACE_NAME = "kubernetes.io/metadata.name"
@@ -566,17 +573,6 @@ def test_a_tenant_on_a_squatted_shard_holds_at_most_three_blocked_claims(mode, w
         world.check()
     finally:
         world.close()
-
-
-def published_port(world: World, name: str) -> int | None:
-    """The port a client of the tenant is told: the XR's connection secret (Crossplane
-    v1.x; an emptied key tells nothing), else its status."""
-    ref = world.xr(name)["spec"].get("writeConnectionSecretToRef")
-    secret = world.cluster.get("v1", "Secret", ref["name"], ref["namespace"]) if ref else None
-    value = ((secret or {}).get("data") or {}).get("POSTGRESQL_GATEWAY_PORT")
-    if value is not None:
-        return int(base64.b64decode(value)) if base64.b64decode(value) else None
-    return world.port(name)
 
 
 @pytest.mark.parametrize(("mode", "wrap"), MODES, ids=[MODE_IDS[m] for m in MODES])

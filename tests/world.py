@@ -2,6 +2,7 @@
 promises the tenant step makes: one port per tenant, never two tenants on one port, never
 a lost port."""
 
+import base64
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -453,3 +454,14 @@ def listeners_per_gateway(world: World) -> dict[str, dict[tuple, int]]:
         for listener in ls["spec"]["listeners"]:
             out[parent][(kind, namespace, name, listener["name"])] = listener["port"]
     return out
+
+
+def published_port(world: World, name: str) -> int | None:
+    """The port a client of the tenant is told: the XR's connection secret (Crossplane
+    v1.x; an emptied key tells nothing), else its status."""
+    ref = world.xr(name)["spec"].get("writeConnectionSecretToRef")
+    secret = world.cluster.get("v1", "Secret", ref["name"], ref["namespace"]) if ref else None
+    value = ((secret or {}).get("data") or {}).get("POSTGRESQL_GATEWAY_PORT")
+    if value is not None:
+        return int(base64.b64decode(value)) if base64.b64decode(value) else None
+    return world.port(name)
