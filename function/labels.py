@@ -33,6 +33,9 @@ OWNER_UID = f"{PREFIX}/owner-uid"
 # On a claim whose port an older, foreign listener took before the tenant's: why. The claim
 # stays (the port stays taken, the slot counted) but is never the tenant's allocation.
 BLOCKED = f"{PREFIX}/blocked"
+# On a claim whose holder's listener the Gateway accepted: the port is published from then
+# on, even when the XR is read from before that (its status lags; the claim is current).
+PUBLISHED = f"{PREFIX}/published"
 
 # On a Namespace, set by the platform (never by a tenant): ListenerSets in it may attach to
 # the shard Gateways. The GatewayPool's default allowedListeners selects on it.

@@ -647,6 +647,18 @@ def _probe(spec: TCPAccess, tenant: Tenant, claim: claimlib.Claim) -> dict | Non
     return wrap(probe, provider_config=tenant.provider_config, name=object_name)
 
 
+def _claim_served(request: StepRequest, tenant: Tenant, alloc: allocation.Allocation) -> bool:
+    """Whether the XR's claim of this port, as it is now (observed, else looked up: the XR
+    as read may be older than its claim), says its port was published."""
+    found = [request.observed.get(tenant.scope.claim_key(alloc.port))]
+    found += request.lookups.get(allocation.OWN_CLAIMS) or []
+    for obj in found:
+        claim = claimlib.parse(obj) if isinstance(obj, dict) else None
+        if claim and claim.name == alloc.claim_name and claim.holder == tenant.identity:
+            return claim.served
+    return False
+
+
 def _served(spec: TCPAccess, request: StepRequest) -> int | None:
     """The port the tenant was Ready on (status `servedPort`): it never moves from it."""
     served = fieldpath.mapping(request.xr, spec.statusPath).get("servedPort")
@@ -670,7 +682,11 @@ def _ready(key: str, observed: dict | None, tenant: Tenant, wrapped: bool) -> bo
 
 
 def _claim(
-    spec: TCPAccess, tenant: Tenant, alloc: allocation.Allocation, blocked: str | None = None
+    spec: TCPAccess,
+    tenant: Tenant,
+    alloc: allocation.Allocation,
+    blocked: str | None = None,
+    served: bool = False,
 ) -> dict:
     return build_claim(
         name=alloc.claim_name,
@@ -683,6 +699,7 @@ def _claim(
         owner=tenant.name,
         holder=tenant.identity,
         blocked=blocked,
+        served=served,
     )
 
 
@@ -710,13 +727,15 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     own = live(request.observed.get(named["listenerSet"].key), wrapped)
     taken = readiness.listener_refused(own, spec.listenerName, alloc.port)
     served = _served(spec, request)
+    claim_served = _claim_served(request, tenant, alloc)
+    if claim_served:
+        served = alloc.port  # published once: it never moves, whatever the XR as read says
     # A port is published once the Gateway accepts the tenant's listener on it: before its
     # report it may be an older listener's. A port the tenant was Ready on stays published
     # whatever the status reads (a report pending after an edit says nothing new), unless
     # the Gateway reports it taken.
-    published = not taken and (
-        served == alloc.port or readiness.listener_accepted(own, spec.listenerName, alloc.port)
-    )
+    accepted = not taken and readiness.listener_accepted(own, spec.listenerName, alloc.port)
+    published = accepted or (not taken and served == alloc.port)
     blocked = None
     if taken and tenant.namespace is None and served != alloc.port:
         # An older listener from outside the pool took the port before ours: it was never
@@ -725,7 +744,7 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         blocked = f"port {alloc.port} behind {alloc.gateway} is taken by an older listener"
 
     objects = {
-        tenant.scope.claim_key(alloc.port): _claim(spec, tenant, alloc, blocked),
+        tenant.scope.claim_key(alloc.port): _claim(spec, tenant, alloc, blocked, claim_served),
         named["listenerSet"].key: listener_set(
             flavour=flavour,
             name=named["listenerSet"].name,
@@ -845,6 +864,13 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         )
         result.results.append(Result(WARNING, message, "ShardMissing"))
     result.status["phase"] = reason
+    claim_key = tenant.scope.claim_key(alloc.port)
+    if accepted and not claim_served and claim_key in result.resources:
+        # The claim remembers it: an XR read from before this reconcile still publishes.
+        claim = _claim(spec, tenant, alloc, served=True)
+        if wrapped:
+            claim = wrap(claim, provider_config=tenant.provider_config)
+        result.resources[claim_key] = Desired(claim, result.resources[claim_key].ready)
     # Stickiness: a port the tenant was once Ready on is never given up (see `blocked`).
     result.status["servedPort"] = alloc.port if reason == "Ready" else served
     result.status = {k: v for k, v in result.status.items() if v is not None}

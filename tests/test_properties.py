@@ -413,7 +413,10 @@ class History:
         for name, uid in self.uids.items():
             port = world.port(name)
             if name in self.port:
-                assert port == self.port[name], f"{name} moved from {self.port[name]} to {port}"
+                # Never another port; an XR read lagging behind both its listener's report
+                # and its claim may show none for a reconcile (README, Known limits).
+                moved = port not in (self.port[name], None)
+                assert not moved, f"{name} moved from {self.port[name]} to {port}"
             if port is not None:
                 assert port in held[uid], f"{name} reports port {port}, holds {held[uid]}"
             assert len(held[uid]) <= 1, f"{name} holds claims for ports {sorted(held[uid])}"
@@ -606,9 +609,9 @@ def test_an_xr_read_older_than_its_claim_changes_nothing(mode, wrap):
         world.sim.apply(plan)
         stats.count("simulated reconciles")
         world.controllers()
-        # Read from before its claim, the XR shows no listener report: its status shows no
-        # port for that reconcile (its connection details stay), and again the next.
-        unchanged("right after the stale read", status_read=False)
+        # Read from before its claim, the XR shows no listener report: its claim, read as it
+        # is now, says the port was published.
+        unchanged("right after the stale read")
         if mode == "v1":
             assert published_port(world, "a") == port
         world.settle(3, ["a"])

@@ -168,6 +168,19 @@ def test_the_port_is_published_once_the_gateway_accepts_the_listener():
     assert result.composite == {"status.sshPort": 10003}
 
 
+def test_the_claim_remembers_a_published_port_for_an_xr_read_from_before():
+    available = pool(gateway(1))
+    first = step(spec(), observed={"tcp-claim-10003": held()}, available=available)
+    accepted = step(spec(), observed=accepted_view(first.resources), available=available)
+    claim = accepted.resources["tcp-claim-10003"].resource
+    assert claim["metadata"]["annotations"][labels.PUBLISHED] == "true"
+    # The XR as read is older than that reconcile: no status, no listener set in view.
+    result = step(spec(), observed={"tcp-claim-10003": claim}, available=available)
+    assert result.status["port"] == 10003
+    assert result.connection["POSTGRESQL_GATEWAY_PORT"] == b"10003"
+    assert result.resources["tcp-claim-10003"].resource == claim  # the mark stays
+
+
 def pending(listener_set: dict) -> dict:
     """A listener set as the API server stores it before any Gateway reports: the
     CRD's default status."""
