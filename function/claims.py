@@ -29,6 +29,7 @@ class Claim:
     hostname: str | None = None
     blocked: str | None = None  # why the holder cannot use the port (labels.BLOCKED)
     pool: str | None = None  # its label tcp.fn.servala.io/pool
+    served: bool = False  # its port was published (labels.PUBLISHED)
 
 
 def _whole(value: object) -> int | None:
@@ -94,4 +95,5 @@ def parse(obj: dict) -> Claim | None:
         hostname=hostname if isinstance(hostname, str) else None,
         blocked=blocked if isinstance(blocked, str) and blocked else None,
         pool=pool if isinstance(pool, str) else None,
+        served=annotations.get(labels.PUBLISHED) == "true",
     )

@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from function import fieldpath, sourceranges
+from function import fieldpath, labels, sourceranges
 from function.names import is_dns_1035_label, is_dns_label, is_dns_subdomain
 from function.tickets import DEFAULT_TTL, MAX_TTL
 
@@ -642,19 +642,36 @@ class LabelSelector(_Model):
 class ListenerNamespaces(_Model):
     """Which namespaces may attach ListenerSets to the shard Gateways."""
 
-    from_: Literal["All", "Selector", "Same"] = Field(default="All", alias="from")
+    from_: Literal["All", "Selector", "Same"] = Field(
+        default="Selector",
+        alias="from",
+        description="Selector (namespaces the selector matches), Same (the Gateways' own "
+        "namespace) or All (every namespace: anyone who may create a ListenerSet can take "
+        "a free port; a Warning says so).",
+    )
     selector: LabelSelector | None = Field(
-        default=None, description="A LabelSelector over namespaces, when from is Selector."
+        default=None,
+        description="A LabelSelector over namespaces, when from is Selector; default: "
+        f'label {labels.LISTENER_NAMESPACE}: "true", which only the platform sets.',
     )
 
     @model_validator(mode="after")
     def _selector(self) -> "ListenerNamespaces":
-        empty = self.selector is None or not (
+        empty = self.selector is not None and not (
             self.selector.matchLabels or self.selector.matchExpressions
         )
-        if self.from_ == "Selector" and empty:
-            raise ValueError("selector is required when from is Selector")
+        if self.from_ == "Selector" and empty:  # it would select every namespace
+            raise ValueError("selector: an empty selector selects every namespace; use from: All")
         return self
+
+    def allowed_listeners(self) -> dict:
+        """`spec.allowedListeners.namespaces` of a shard Gateway."""
+        namespaces: dict = {"from": self.from_}
+        if self.from_ == "Selector":
+            platform = LabelSelector(matchLabels={labels.LISTENER_NAMESPACE: "true"})
+            selector = self.selector or platform
+            namespaces["selector"] = selector.model_dump(exclude_defaults=True)
+        return namespaces
 
 
 class Infrastructure(_Model):
@@ -710,7 +727,12 @@ class GatewayPool(_Model):
         default=5,
         description="Free tenant slots to keep (at least 1: a pool with none left grows).",
     )
-    allowedListenerNamespaces: ListenerNamespaces = Field(default_factory=ListenerNamespaces)
+    allowedListenerNamespaces: ListenerNamespaces | None = Field(
+        default=None,
+        description="Which namespaces may attach ListenerSets to the shard Gateways. Unset: "
+        "a shard keeps what its Gateway admits, a new shard gets from: Selector on label "
+        f'{labels.LISTENER_NAMESPACE}: "true". Set: every shard gets it.',
+    )
     gatewayAPI: Literal["v1.4", "v1.5", "v1.6"] = Field(
         default="v1.6",
         description="Gateway API release of the tenant steps (their gatewayAPI): which "

@@ -36,6 +36,13 @@ CLIENT_ADDRESS = f"{PREFIX}/client-address"
 # On a claim whose port an older, foreign listener took before the tenant's: why. The claim
 # stays (the port stays taken, the slot counted) but is never the tenant's allocation.
 BLOCKED = f"{PREFIX}/blocked"
+# On a claim whose holder's listener the Gateway accepted: the port is published from then
+# on, even when the XR is read from before that (its status lags; the claim is current).
+PUBLISHED = f"{PREFIX}/published"
+
+# On a Namespace, set by the platform (never by a tenant): ListenerSets in it may attach to
+# the shard Gateways. The GatewayPool's default allowedListeners selects on it.
+LISTENER_NAMESPACE = f"{PREFIX}/listener-namespace"
 
 NAMESPACE_NAME = "kubernetes.io/metadata.name"
 # On a shard Gateway, the record of freed ports that rest before reuse (function/resting.py):

@@ -29,7 +29,7 @@ from function.builders.clienttrafficpolicy import proxy_protocol_policy
 from function.builders.gateway import shard_gateway
 from function.builders.object import wrap
 from function.flavours import FLAVOURS
-from function.inputs import GatewayPool, parse_port_range
+from function.inputs import GatewayPool, ListenerNamespaces, parse_port_range
 from function.observed import keep, live
 from function.readiness import conditions
 from function.shards import first_address, format_ports
@@ -232,6 +232,7 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         return result
 
     slices = _recorded_slices(spec, request, observed)
+    admitted = _admitted_namespaces(spec, observed)
     usage = _usage(spec, objects, slices, result)
     provider_config, warning = None, None
     if spec.wrap is not None:  # the pool XR's labels: the same rule as the tenants'
@@ -269,7 +270,7 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
             capacity=capacity,
             used=used,
             accepting=free > 0 and index not in draining,
-            allowed_listeners=_allowed_listeners(spec),
+            allowed_listeners=admitted.get(index, _new_shard_admits(spec)),
             infrastructure=_infrastructure(spec, name, spec.hostname_for(index), modes[index]),
             held_elsewhere=format_ports(usage.held_elsewhere(index, ports)),
             extra_annotations=_record_annotations(spec, records, index, usage, ports, request),
@@ -310,6 +311,7 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         )
         if spec.rest_seconds:
             shard_status[-1]["resting"] = len(usage.resting.get(index, ()))
+    _warn_all_namespaces(spec, admitted, count, result)
     listeners = sum(1 + s["used"] for s in shard_status)
     result.status = {
         "shards": shard_status,
@@ -604,12 +606,56 @@ def _programmed(obj: dict | None, spec: GatewayPool) -> bool:
     return conditions(status).get("Programmed") == "True"
 
 
-def _allowed_listeners(spec: GatewayPool) -> dict:
-    namespaces = {"from": spec.allowedListenerNamespaces.from_}
-    selector = spec.allowedListenerNamespaces.selector
-    if selector is not None:
-        namespaces["selector"] = selector.model_dump(exclude_defaults=True)
-    return namespaces
+def _new_shard_admits(spec: GatewayPool) -> dict:
+    """`allowedListeners.namespaces` of a new shard: the input's, else the default."""
+    return (spec.allowedListenerNamespaces or ListenerNamespaces()).allowed_listeners()
+
+
+def _admitted_namespaces(spec: GatewayPool, observed: dict[int, dict]) -> dict[int, dict]:
+    """What every existing shard admits. Without `allowedListenerNamespaces` in the input,
+    each keeps what its Gateway was made with (as the step wrote it): a default that changed
+    between versions must not shut out the listeners a live shard carries. Given, it is
+    the operator's choice for every shard."""
+    if spec.allowedListenerNamespaces is not None:
+        return {}
+    admitted = {}
+    for index, obj in observed.items():
+        gateway = claimlib.inner_manifest(obj) if spec.wrap is not None else obj
+        recorded = fieldpath.get(gateway, "spec.allowedListeners.namespaces", None)
+        try:
+            admitted[index] = ListenerNamespaces.model_validate(recorded).allowed_listeners()
+        except ValueError:
+            continue  # unreadable (edited by hand): the default
+    return admitted
+
+
+def _warn_all_namespaces(
+    spec: GatewayPool, admitted: dict[int, dict], count: int, result: StepResult
+) -> None:
+    """Shards that admit ListenerSets from every namespace: anyone who may create one can
+    take a free port before a tenant's listener is there."""
+    open_to_all = [
+        index
+        for index in range(1, count + 1)
+        if admitted.get(index, _new_shard_admits(spec))["from"] == "All"
+    ]
+    if not open_to_all:
+        return
+    if spec.allowedListenerNamespaces is not None:
+        why = "allowedListenerNamespaces.from is All"
+        fix = "label the namespaces tenant listener sets live in and use from: Selector"
+    else:
+        why = "they were created when All was the default, and keep it"
+        fix = (
+            f"label the namespaces tenant listener sets live in {labels.LISTENER_NAMESPACE}: "
+            '"true", then set allowedListenerNamespaces: {from: Selector} to tighten them'
+        )
+    shards = ", ".join(str(i) for i in open_to_all)
+    message = (
+        f"shard(s) {shards} of pool {spec.pool} admit ListenerSets from every namespace "
+        f"({why}): anyone who may create a ListenerSet can take their free ports; {fix}"
+    )
+    result.results.append(Result(WARNING, message, "ListenersFromAllNamespaces"))
 
 
 def _client_address_modes(

@@ -48,8 +48,18 @@ def connection_details(
 
 def kept_details(keys: ConnectionDetailKeys, observed: dict[str, bytes]) -> dict[str, bytes]:
     """Before an allocation is usable, publish what the XR already published."""
-    names = [keys.host, keys.port, *keys.templates]
-    return {k: observed[k] for k in names if k and k in observed}
+    return {k: observed[k] for k in _names(keys) if k in observed}
+
+
+def withdrawn_details(keys: ConnectionDetailKeys, observed: dict[str, bytes]) -> dict[str, bytes]:
+    """The details the XR published, emptied: for a port that turned out not to be the
+    tenant's. Crossplane v1.x keeps a key a function stops returning, so each one is
+    overwritten with an empty value instead (v2 XRs publish no details)."""
+    return {k: b"" for k in _names(keys) if observed.get(k)}
+
+
+def _names(keys: ConnectionDetailKeys) -> list[str]:
+    return [k for k in (keys.host, keys.port, *keys.templates) if k]
 
 
 def apply_patches(

@@ -1,6 +1,6 @@
 """Readiness of composed objects, read from what the cluster reports (DESIGN §5)."""
 
-from function import fieldpath
+from function import fieldpath, listeners
 
 
 def _status(obj: dict | None) -> dict:
@@ -55,6 +55,29 @@ def listener_refused(obj: dict | None, listener: str, port: int) -> bool:
     listener has that port. A report about an earlier spec (another port, an older
     generation) says nothing about this one."""
     return _current_condition(obj, listener, port, "Conflicted") == "True"
+
+
+def listener_accepted(obj: dict | None, listener: str, port: int) -> bool:
+    """The Gateway accepts the listener set and the listener, as it is now on `port`, and
+    reports no conflict: the port is the tenant's to publish. Before the Gateway reports
+    (no status, or the CRD's default `Accepted: Unknown, reason Pending`), or while its
+    report is about an earlier spec, it is not."""
+    return (
+        obj is not None
+        and listener_port(obj) == port
+        and listeners.accepted(obj) is True
+        and _current_condition(obj, listener, port, "Accepted") != "False"
+        and _current_condition(obj, listener, port, "Conflicted") != "True"
+    )
+
+
+def not_allowed(obj: dict | None) -> bool:
+    """The Gateway refuses the listener set for its namespace (`allowedListeners`), in a
+    report about its spec as it is now."""
+    if obj is None or listeners.accepted(obj) is not False:
+        return False
+    found = [c for c in fieldpath.items(obj, "status.conditions") if isinstance(c, dict)]
+    return any(c.get("type") == "Accepted" and c.get("reason") == "NotAllowed" for c in found)
 
 
 def listener_programmed(obj: dict | None, listener: str, port: int) -> bool:

@@ -761,6 +761,18 @@ def _probe(spec: TCPAccess, tenant: Tenant, claim: claimlib.Claim) -> dict | Non
     return wrap(probe, provider_config=tenant.provider_config, name=named.object_name)
 
 
+def _claim_served(request: StepRequest, tenant: Tenant, alloc: allocation.Allocation) -> bool:
+    """Whether the XR's claim of this port, as it is now (observed, else looked up: the XR
+    as read may be older than its claim), says its port was published."""
+    found = [request.observed.get(tenant.scope.claim_key(alloc.port))]
+    found += request.lookups.get(allocation.OWN_CLAIMS) or []
+    for obj in found:
+        claim = claimlib.parse(obj) if isinstance(obj, dict) else None
+        if claim and claim.name == alloc.claim_name and claim.holder == tenant.identity:
+            return claim.served
+    return False
+
+
 def _served(spec: TCPAccess, request: StepRequest) -> int | None:
     """The port the tenant was Ready on (status `servedPort`): it never moves from it."""
     served = fieldpath.mapping(request.xr, spec.statusPath).get("servedPort")
@@ -784,7 +796,11 @@ def _ready(key: str, observed: dict | None, tenant: Tenant, wrapped: bool) -> bo
 
 
 def _claim(
-    spec: TCPAccess, tenant: Tenant, alloc: allocation.Allocation, blocked: str | None = None
+    spec: TCPAccess,
+    tenant: Tenant,
+    alloc: allocation.Allocation,
+    blocked: str | None = None,
+    served: bool = False,
 ) -> dict:
     return build_claim(
         name=alloc.claim_name,
@@ -797,6 +813,7 @@ def _claim(
         owner=tenant.name,
         holder=tenant.identity,
         blocked=blocked,
+        served=served,
     )
 
 
@@ -824,6 +841,15 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     own = live(request.observed.get(named["listenerSet"].key), wrapped)
     taken = readiness.listener_refused(own, spec.listenerName, alloc.port)
     served = _served(spec, request)
+    claim_served = _claim_served(request, tenant, alloc)
+    if claim_served:
+        served = alloc.port  # published once: it never moves, whatever the XR as read says
+    # A port is published once the Gateway accepts the tenant's listener on it: before its
+    # report it may be an older listener's. A port the tenant was Ready on stays published
+    # whatever the status reads (a report pending after an edit says nothing new), unless
+    # the Gateway reports it taken.
+    accepted = not taken and readiness.listener_accepted(own, spec.listenerName, alloc.port)
+    published = accepted or (not taken and served == alloc.port)
     blocked = None
     if taken and tenant.namespace is None and served != alloc.port:
         # An older listener from outside the pool took the port before ours: it was never
@@ -837,7 +863,7 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         service, missing = found.service, found.problem
 
     objects = {
-        tenant.scope.claim_key(alloc.port): _claim(spec, tenant, alloc, blocked),
+        tenant.scope.claim_key(alloc.port): _claim(spec, tenant, alloc, blocked, claim_served),
         named["listenerSet"].key: listener_set(
             flavour=flavour,
             name=named["listenerSet"].name,
@@ -912,8 +938,16 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     endpoint = publish.Endpoint(host=alloc.hostname or address, port=alloc.port)
     # Never send clients to a port another listener got, nor (a first time) to one whose
     # allowlist is not in force yet; a port the tenant was served on stays published.
-    if not taken and (guard.in_force or served == alloc.port):
+    published = published and (guard.in_force or served == alloc.port)
+    if published:
         _publish(spec, tenant, request, endpoint, result)
+    elif taken and served != alloc.port:
+        # What an earlier reconcile published for a port another listener got is withdrawn.
+        # Only on the Gateway's word: a report not there yet (or an XR read from before it
+        # was Ready) withdraws nothing.
+        result.connection.update(
+            publish.withdrawn_details(spec.connectionDetails, request.connection)
+        )
     elif not taken:
         result.connection.update(publish.kept_details(spec.connectionDetails, request.connection))
     if spec.connectionSecret is not None:
@@ -934,7 +968,7 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     }
     if tenant.namespace is not None:
         result.status["listenerPort"] = alloc.port  # its record: it has no claim
-    if taken:
+    if not published:
         for key in ("host", "port", "address"):
             del result.status[key]
 
@@ -955,8 +989,16 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         reason, message = guard.reason, guard.message or guard.reason
         if guard.warning:
             result.results.append(Result(WARNING, message, reason))
-    elif all(d.ready for k, d in result.resources.items() if k in objects):
+    elif published and all(d.ready for k, d in result.resources.items() if k in objects):
         reason, message = "Ready", f"TCP access at {where}"
+    elif readiness.not_allowed(own):
+        reason = "NotAllowed"
+        message = (
+            f"{alloc.gateway} does not admit ListenerSets from namespace {route_namespace} "
+            f"(its allowedListeners): the platform labels that namespace "
+            f'{labellib.LISTENER_NAMESPACE}: "true"'
+        )
+        result.results.append(Result(WARNING, message, reason))
     else:
         reason, message = "Programming", f"waiting for the Gateway to program {where}"
     looked_up = allocation.shard_gateway_requirement(alloc.shard) in request.lookups
@@ -967,6 +1009,13 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         )
         result.results.append(Result(WARNING, message, "ShardMissing"))
     result.status["phase"] = reason
+    claim_key = tenant.scope.claim_key(alloc.port)
+    if accepted and not claim_served and claim_key in result.resources:
+        # The claim remembers it: an XR read from before this reconcile still publishes.
+        claim = _claim(spec, tenant, alloc, served=True)
+        if wrapped:
+            claim = wrap(claim, provider_config=tenant.provider_config)
+        result.resources[claim_key] = Desired(claim, result.resources[claim_key].ready)
     # Stickiness: a port the tenant was once Ready on is never given up (see `blocked`).
     result.status["servedPort"] = alloc.port if reason == "Ready" else served
     result.status = {k: v for k, v in result.status.items() if v is not None}
@@ -1020,7 +1069,8 @@ def _connection_secret(
         "kind": "Secret",
         "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
         "type": "connection.crossplane.io/v1alpha1",
-        "data": {k: base64.b64encode(v).decode() for k, v in sorted(details.items())},
+        # A withdrawn detail (empty) is left out: the Secret is replaced whole.
+        "data": {k: base64.b64encode(v).decode() for k, v in sorted(details.items()) if v},
     }
 
 
@@ -1066,7 +1116,16 @@ def _not_yet(
 ):
     """Claim first, or wait: nothing port-dependent is built; what the XR had is kept."""
     status = dict(fieldpath.mapping(request.xr, spec.statusPath))
-    result.connection.update(publish.kept_details(spec.connectionDetails, request.connection))
+    if blocked:
+        # It is moving away from a port that was never its own: nothing published for that
+        # port may stay (an earlier version published it while it was programmed).
+        result.connection.update(
+            publish.withdrawn_details(spec.connectionDetails, request.connection)
+        )
+        for key in ("host", "port", "address"):
+            status.pop(key, None)
+    else:
+        result.connection.update(publish.kept_details(spec.connectionDetails, request.connection))
     if decision.ticket and decision.phase is not Phase.PENDING:
         _queue(spec, request, tenant, result)
 

@@ -135,3 +135,38 @@ def ticket(
     obj = wrap(lease, provider_config="kubernetes") if wrapped else lease
     obj["metadata"]["creationTimestamp"] = created
     return obj
+
+
+def gateway_report(listener_set: dict, listener: str = "postgresql") -> dict:
+    """A listener set (or an Object wrapping one) as observed once its Gateway accepted and
+    programmed it, its listener without a conflict."""
+    if listener_set.get("kind") == "Object":
+        inner = gateway_report(listener_set["spec"]["forProvider"]["manifest"], listener)
+        return {**listener_set, "status": {"atProvider": {"manifest": inner}}}
+
+    def condition(kind: str, status: str, reason: str) -> dict:
+        at = "2026-11-20T08:16:00Z"
+        return {"type": kind, "status": status, "reason": reason, "message": "",
+                "lastTransitionTime": at}  # fmt: skip
+
+    conditions = [condition("Accepted", "True", "Accepted"),
+                  condition("Programmed", "True", "Programmed")]  # fmt: skip
+    entry = {
+        "name": listener,
+        "attachedRoutes": 1,
+        "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "TCPRoute"}],
+        "conditions": [*conditions, condition("Conflicted", "False", "NoConflicts")],
+    }
+    return {**listener_set, "status": {"conditions": conditions, "listeners": [entry]}}
+
+
+def accepted_view(resources: dict) -> dict[str, dict]:
+    """What a step returned (key -> Desired), as the next reconcile observes it once the
+    Gateway accepted its listener sets."""
+    observed = {}
+    for key, desired in resources.items():
+        obj = desired.resource
+        inner = obj["spec"]["forProvider"]["manifest"] if obj["kind"] == "Object" else obj
+        is_listener_set = inner["kind"] in ("ListenerSet", "XListenerSet")
+        observed[key] = gateway_report(obj) if is_listener_set else obj
+    return observed

@@ -7,7 +7,7 @@ from function import labels, tenant
 from function.inputs import TCPAccess
 from function.requirement import Requirement
 from function.step import WARNING, StepRequest
-from tests.factories import NS, claim, gateway
+from tests.factories import NS, accepted_view, claim, gateway
 
 XR = {
     "apiVersion": "vshn.appcat.vshn.io/v1",
@@ -129,6 +129,13 @@ def webhook_lease(port: int, holder: str, namespace: str = NS) -> dict:
 
 def held(port: int) -> dict:
     return claim(port, 1, holder="uid-pg", owner="pg-abc12", wrapped=True)
+
+
+def accepted_on(port: int, spec_: TCPAccess, **kwargs) -> dict:
+    """What the XR observes once its claim of `port` is held and the Gateway accepted its
+    listener set there."""
+    first = step(spec_, observed={f"tcp-claim-{port}": held(port)}, **kwargs)
+    return accepted_view(first.resources)
 
 
 def test_appcat_keys_and_names():
@@ -281,10 +288,8 @@ def test_the_xrs_own_legacy_allocation_does_not_block_its_adoption():
 
 def test_connection_detail_templates():
     earlier = {"POSTGRESQL_USER": b"app", "POSTGRESQL_PASSWORD": b"s3cret", "POSTGRESQL_DB": b"db"}
-    result = step(
-        spec(), observed={"tcp-claim-10003": held(10003)}, available=[gateway(1)],
-        connection=earlier,
-    )  # fmt: skip
+    observed = accepted_on(10003, spec(), available=[gateway(1)], connection=earlier)
+    result = step(spec(), observed=observed, available=[gateway(1)], connection=earlier)
     assert result.connection == {
         "POSTGRESQL_GATEWAY_HOST": b"db1.example.ch",
         "POSTGRESQL_GATEWAY_PORT": b"10003",
@@ -293,7 +298,9 @@ def test_connection_detail_templates():
 
 
 def test_a_template_naming_a_missing_detail_is_left_out_with_a_warning():
-    result = step(spec(), observed={"tcp-claim-10003": held(10003)}, available=[gateway(1)])
+    observed = accepted_on(10003, spec(), available=[gateway(1)])
+    result = step(spec(), observed=observed, available=[gateway(1)])
+    assert "POSTGRESQL_GATEWAY_PORT" in result.connection
     assert "POSTGRESQL_GATEWAY_URL" not in result.connection
     assert any("POSTGRESQL_USER" in r.message for r in result.results if r.severity == WARNING)
 
@@ -310,10 +317,9 @@ def test_patches_write_the_allocation_into_earlier_resources_and_the_xr():
         {"fieldPath": "status.sshPort", "value": "port"},
         {"resource": "missing", "fieldPath": "spec.x", "value": "hostPort"},
     ]  # fmt: skip
-    result = step(
-        spec(patches=patches), observed={"tcp-claim-10003": held(10003)},
-        available=[gateway(1)], desired={"forgejo-release": release},
-    )  # fmt: skip
+    given = {"available": [gateway(1)], "desired": {"forgejo-release": release}}
+    observed = accepted_on(10003, spec(patches=patches), **given)
+    result = step(spec(patches=patches), observed=observed, **given)
     server = result.resources["forgejo-release"].resource["spec"]["forProvider"]["values"]
     assert server["gitea"]["config"]["server"] == {
         "DOMAIN": "git.example.ch",
@@ -437,14 +443,17 @@ def manifest(result, key: str) -> dict:
     [("codey-5fz3w", "codey-5fz3w-forgejo-ssh"), ("forgejo-x8k2p", "forgejo-x8k2p-ssh")],
 )
 def test_forgejo_routes_to_the_ssh_service_its_chart_named(name, service):
-    result = step(
-        TCPAccess.model_validate(FORGEJO),
-        xr=forgejo_xr(name),
-        observed={"tcp-claim-10003": forgejo_claim(name)},
-        available=[gateway(1, pool="forgejo"), *chart_services(name)],
-        desired={name: release(name)},
-        v1=True,
-    )
+    given = {
+        "xr": forgejo_xr(name),
+        "available": [gateway(1, pool="forgejo"), *chart_services(name)],
+        "desired": {name: release(name)},
+        "v1": True,
+    }
+    claimed = {"tcp-claim-10003": forgejo_claim(name)}
+    first = step(TCPAccess.model_validate(FORGEJO), observed=claimed, **given)
+    # Published once the Gateway accepted the listener set.
+    observed = {**claimed, **accepted_view(first.resources)}
+    result = step(TCPAccess.model_validate(FORGEJO), observed=observed, **given)
     route = manifest(result, f"{name}-ssh-tcproute")
     [backend] = route["spec"]["rules"][0]["backendRefs"]
     assert (backend["name"], backend["port"]) == (service, 22)
@@ -483,10 +492,14 @@ def test_until_the_service_exists_the_route_the_xr_has_is_kept():
         f"{name}-ssh-tcproute",
     )  # fmt: skip
     observed = {"tcp-claim-10003": forgejo_claim(name), f"{name}-ssh-tcproute": route}
-    result = step(
-        TCPAccess.model_validate(FORGEJO), xr=forgejo_xr(name), observed=observed,
-        available=[gateway(1, pool="forgejo")], desired={name: release(name)}, v1=True,
-    )  # fmt: skip
+    given = {"xr": forgejo_xr(name), "available": [gateway(1, pool="forgejo")],
+             "desired": {name: release(name)}, "v1": True}  # fmt: skip
+    first = step(TCPAccess.model_validate(FORGEJO), observed=observed, **given)
+    listener_set = f"{name}-ssh-xls"  # accepted by the Gateway: the port is published
+    observed[listener_set] = accepted_view({listener_set: first.resources[listener_set]})[
+        listener_set
+    ]
+    result = step(TCPAccess.model_validate(FORGEJO), observed=observed, **given)
     assert result.resources[f"{name}-ssh-tcproute"].resource["spec"] == route["spec"]
     assert {"tcp-claim-10003", f"{name}-ssh-xls", f"{name}-ssh-gw-netpol"} <= set(result.resources)
     [condition] = result.conditions

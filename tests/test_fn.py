@@ -8,7 +8,7 @@ from crossplane.function import resource
 from crossplane.function.proto.v1 import run_function_pb2 as fnv1
 
 from function import fn
-from tests.factories import NS, claim, gateway, ticket
+from tests.factories import NS, claim, gateway, gateway_report, ticket
 
 INPUT = {
     "apiVersion": "tcp.fn.servala.io/v1alpha1",
@@ -64,6 +64,12 @@ def test_lookups_are_read_from_either_field(field):
 
 def test_struct_floats_become_ints_in_what_we_emit():
     observed = {"tcp-claim-10003": claim(10003, holder="u-db")}
+    req = request(observed=observed)
+    req.required_resources["tcp-gateway-shard-1"].items.add().resource.update(gateway(1))
+    rsp = call(req)
+    # The next reconcile, once the Gateway accepted the listener set: its port is published.
+    listener_set = resource.struct_to_dict(rsp.desired.resources["tcp-listenerset"].resource)
+    observed["tcp-listenerset"] = gateway_report(listener_set)
     req = request(observed=observed)
     req.required_resources["tcp-gateway-shard-1"].items.add().resource.update(gateway(1))
     rsp = call(req)

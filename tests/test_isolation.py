@@ -35,7 +35,15 @@ from function.names import LABEL_VALUE, digest, fit, is_dns_label, label_value
 from function.step import StepRequest
 from tests import stats
 from tests.factories import NS, gateway
-from tests.world import TENANT_KINDS, World, controller_uid, object_key, tenant_input
+from tests.test_pool_scenarios import PoolWorld
+from tests.world import (
+    TENANT_KINDS,
+    World,
+    controller_uid,
+    object_key,
+    published_port,
+    tenant_input,
+)
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 NAMESPACE_NAME = "kubernetes.io/metadata.name"
@@ -564,6 +572,102 @@ def test_a_tenant_on_a_squatted_shard_holds_at_most_three_blocked_claims(mode, w
         uid = world.xr("bravo")["metadata"]["uid"]
         assert [c for c in world.claims() if c["spec"]["holderIdentity"] == uid] != []
         assert world.condition("alpha") == ("True", "Ready")
+        world.check()
+    finally:
+        world.close()
+
+
+@pytest.mark.parametrize(("mode", "wrap"), MODES, ids=[MODE_IDS[m] for m in MODES])
+def test_a_squatted_port_is_published_at_no_reconcile(mode, wrap):
+    """Squatters on every free port of a Gateway that admits listener sets from everywhere:
+    whatever port the tenant claims, no reconcile ever tells its clients that port, in its
+    status or its connection secret, and it ends Blocked with nothing published."""
+    world = World(mode=mode, wrap=wrap, seed=1)
+    try:
+        world.add_shard(1, capacity=10, ports="10000-10009", own_port=10009)  # nine slots
+        world.create_tenant("alpha")
+        world.settle(3, ["alpha"])
+        squatted = [p for p in range(10000, 10009) if p != world.port("alpha")]
+        for port in squatted:
+            squat(world, f"squat-{port}", port)
+        world.controllers()
+        world.create_tenant("bravo")
+        for _ in range(14):
+            world.round(["bravo"])
+            assert published_port(world, "bravo") not in squatted, world.status("bravo")
+            assert world.status("bravo").get("port") not in squatted
+        stats.count("simulated reconciles", 3 + 14)
+        assert world.condition("bravo") == ("False", "Blocked"), world.status("bravo")
+        assert published_port(world, "bravo") is None
+    finally:
+        world.close()
+
+
+def accepted_condition(obj: dict) -> tuple[str, str]:
+    found = next(c for c in obj["status"]["conditions"] if c["type"] == "Accepted")
+    return found["status"], found["reason"]
+
+
+@pytest.mark.parametrize(("mode", "wrap"), [("v1", True), ("v2", False)], ids=["v1.20", "v2"])
+def test_under_the_pools_default_a_squatter_from_a_foreign_namespace_cannot_attach(mode, wrap):
+    """The pool step's shard admits ListenerSets only from namespaces the platform labelled:
+    ListenerSets on every free port from an unlabelled namespace are refused (NotAllowed),
+    take no port, carry no traffic, and the next tenant gets its first claim, Ready."""
+    world = PoolWorld(mode=mode, provider="exoscale", capacity=10, headroom=1)
+    try:
+        world.reconcile_pool()
+        [shard] = world.shards().values()
+        assert shard["spec"]["allowedListeners"]["namespaces"]["from"] == "Selector"
+        world.create_tenant("alpha")
+        world.until_everyone_holds_a_port(["alpha"])
+        squatted = [p for p in range(10000, 10009) if p != world.port("alpha")]
+        for port in squatted:
+            squat(world, f"squat-{port}", port)
+        world.controllers()
+        for port in squatted:
+            listener_set = world.cluster.get(
+                f"{GATEWAY_GROUP}/v1", "ListenerSet", f"squat-{port}", INTRUDER
+            )
+            assert accepted_condition(listener_set) == ("False", "NotAllowed")
+        world.create_tenant("bravo")
+        world.settle(4, ["bravo"])
+        stats.count("simulated reconciles", 4 + 4)
+        assert world.condition("bravo") == ("True", "Ready"), world.status("bravo")
+        port = world.port("bravo")
+        assert port in squatted and blocked_ports(world, "bravo") == []
+        assert published_port(world, "bravo") == port
+        traffic = world.traffic()
+        assert traffic[(NS, "postgresql-1", port)][0] == "vshn-postgresql-bravo"
+        assert INTRUDER not in {backend[0] for backend in traffic.values()}
+        world.check()
+    finally:
+        world.close()
+
+
+def test_a_tenant_in_a_namespace_the_platform_has_not_labelled_waits_and_says_why():
+    """A shard made under the default refuses the listener set of an unlabelled namespace:
+    the tenant keeps its claim and publishes nothing, reporting NotAllowed; once the
+    platform labels the namespace, it is Ready on the same port."""
+    world = PoolWorld(mode="v2", provider="exoscale", capacity=10, headroom=1)
+    try:
+        world.reconcile_pool()
+        world.cluster.ensure_namespace("vshn-postgresql-late", {})
+        world.tenants["late"] = world.sim.create_xr(
+            "vshn.appcat.vshn.io/v1", "XVSHNPostgreSQL", "late", spec={"parameters": {}}
+        )
+        world.settle(3, ["late"])
+        assert world.condition("late") == ("False", "NotAllowed"), world.status("late")
+        assert labellib.LISTENER_NAMESPACE in message(world, "late")
+        assert published_port(world, "late") is None and world.traffic() == {}
+        [lease] = world.claims()
+        world.cluster.ensure_namespace(
+            "vshn-postgresql-late", {labellib.LISTENER_NAMESPACE: "true"}
+        )
+        world.controllers()
+        world.settle(2, ["late"])
+        stats.count("simulated reconciles", 5)
+        assert world.condition("late") == ("True", "Ready"), world.status("late")
+        assert world.port("late") == int(lease["metadata"]["labels"][labellib.PORT])
         world.check()
     finally:
         world.close()

@@ -8,7 +8,7 @@ from function import allocation, labels, metrics
 from function.fn import FunctionRunner
 from tests.factories import NS
 from tests.simulator import Crossplane, Step
-from tests.world import XR_API, XR_KIND, World, tenant_input
+from tests.world import LISTENER_NAMESPACE, XR_API, XR_KIND, World, tenant_input
 
 NAMESPACED = {
     "backend": {
@@ -27,7 +27,7 @@ class NamespacedWorld(World):
 
     def create_tenant(self, name: str):
         namespace = f"team-{name}"
-        self.cluster.ensure_namespace(namespace, {})
+        self.cluster.ensure_namespace(namespace, LISTENER_NAMESPACE)  # as the platform does
         ref = self.sim.create_xr(XR_API, XR_KIND, name, namespace=namespace, spec={})
         self.tenants[name] = ref
         return ref
@@ -199,7 +199,7 @@ def test_a_cluster_scoped_tenant_never_claims_a_port_a_namespaced_tenant_listens
         pipeline=[Step("tcp-access", FunctionRunner(), tenant_input(wrap=False))],
         rng=random.Random(5),
     )
-    world.cluster.ensure_namespace("vshn-postgresql-c", {})
+    world.cluster.ensure_namespace("vshn-postgresql-c", LISTENER_NAMESPACE)
     ref = cluster.create_xr(XR_API, "XVSHNRedis", "c", spec={"parameters": {}})
 
     def rounds(count: int):

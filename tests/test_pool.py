@@ -96,7 +96,13 @@ def test_one_gateway_per_shard_with_its_slice_labels_and_annotations():
     }
     [listener] = gateway["spec"]["listeners"]
     assert (listener["name"], listener["port"], listener["protocol"]) == ("shard", 10009, "TCP")
-    assert gateway["spec"]["allowedListeners"] == {"namespaces": {"from": "All"}}
+    assert gateway["spec"]["allowedListeners"] == {
+        "namespaces": {
+            "from": "Selector",
+            "selector": {"matchLabels": {labels.LISTENER_NAMESPACE: "true"}},
+        }
+    }
+    assert not [r for r in result.results if r.severity == "Warning"]
     assert gateway["spec"]["infrastructure"]["annotations"] == {
         "service.beta.kubernetes.io/exoscale-loadbalancer-name": "postgresql-1",
         "external-dns.alpha.kubernetes.io/hostname": "db1.example.ch",
@@ -227,9 +233,61 @@ def test_wrapped_gateways_and_object_claims():
     assert (listener_sets.kind, listener_sets.namespace) == ("ListenerSet", None)
 
 
+def admits(gateway: dict) -> dict:
+    return gateway["spec"]["allowedListeners"]["namespaces"]
+
+
+def warnings(result) -> list[str]:
+    return [r.message for r in result.results if r.severity == "Warning"]
+
+
+ALL = {"from": "All"}
+PLATFORM = {"from": "Selector", "selector": {"matchLabels": {labels.LISTENER_NAMESPACE: "true"}}}
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["direct", "wrapped"])
+def test_a_live_shard_keeps_the_listener_namespaces_it_was_made_with(wrapped):
+    """Shards made when every namespace was admitted by default keep admitting them (their
+    tenants' namespaces may not carry the label), with a Warning; a new shard gets the
+    platform's label."""
+    wrap = {"wrap": {"providerConfigName": "kubernetes"}} if wrapped else {}
+    first = reconcile(spec(allowedListenerNamespaces=ALL, **wrap), [])
+    observed = as_observed(first)
+    result = reconcile(spec(**wrap), claims_on(1, 8), observed=observed)  # grows a shard
+    made = gateways(result)
+    if wrapped:
+        made = {k: g["spec"]["forProvider"]["manifest"] for k, g in made.items()}
+    assert admits(made["gateway-1"]) == ALL
+    assert admits(made["gateway-2"]) == PLATFORM
+    [warning] = warnings(result)
+    assert "shard(s) 1 " in warning and labels.LISTENER_NAMESPACE in warning
+
+
+def test_allowed_listener_namespaces_given_apply_to_every_shard():
+    observed = as_observed(reconcile(spec(allowedListenerNamespaces=ALL), []))
+    tightened = {"from": "Selector", "selector": {"matchLabels": {"platform": "yes"}}}
+    result = reconcile(spec(allowedListenerNamespaces=tightened), [], observed=observed)
+    assert admits(gateways(result)["gateway-1"]) == tightened
+    assert warnings(result) == []
+
+
+def test_from_all_is_an_explicit_choice_with_a_warning():
+    result = reconcile(spec(allowedListenerNamespaces=ALL), [])
+    assert admits(gateways(result)["gateway-1"]) == ALL
+    [warning] = warnings(result)
+    assert "allowedListenerNamespaces.from is All" in warning
+    assert "every namespace" in warning
+
+
+def test_from_selector_without_a_selector_selects_the_platform_label():
+    result = reconcile(spec(allowedListenerNamespaces={"from": "Selector"}), [])
+    assert admits(gateways(result)["gateway-1"]) == PLATFORM
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [
+        ({"allowedListenerNamespaces": {"from": "Selector", "selector": {}}}, "selector"),
         ({"ports": "10000-10010"}, "ports"),
         ({"ports": "19999-10000"}, "ports"),
         ({"capacity": 20}, "capacity"),

@@ -7,7 +7,7 @@ import pytest
 from function import labels, tenant
 from function.inputs import TCPAccess
 from function.step import FATAL, WARNING, StepRequest
-from tests.factories import NS, claim, gateway, ticket
+from tests.factories import NS, accepted_view, claim, gateway, gateway_report, ticket
 
 XR = {
     "apiVersion": "vshn.appcat.vshn.io/v1",
@@ -141,19 +141,111 @@ def test_held_claim_builds_the_data_path():
     route = result.resources["tcp-route"].resource
     assert route["spec"]["parentRefs"][0]["sectionName"] == "postgresql"
     assert route["spec"]["rules"][0]["backendRefs"][0]["name"] == "postgresql-rw"
+    # The Gateway has not reported the listener yet: the port may still be an older
+    # listener's, so it is published nowhere.
+    assert result.status == {"shard": 1, "gateway": "postgresql-1", "phase": "Programming"}
+    assert result.connection == {} and result.composite == {}
+    assert condition(result).reason == "Programming"
+
+
+def test_the_port_is_published_once_the_gateway_accepts_the_listener():
+    s = spec(patches=[{"fieldPath": "status.sshPort", "value": "port"}])
+    available = pool(gateway(1, address="203.0.113.7"))
+    first = step(s, observed={"tcp-claim-10003": held()}, available=available)
+    result = step(s, observed=accepted_view(first.resources), available=available)
     assert result.status == {
         "host": "db1.example.ch",
         "port": 10003,
         "shard": 1,
         "gateway": "postgresql-1",
         "address": "203.0.113.7",
-        "phase": "Programming",
+        "phase": "Programming",  # the route is not reported yet
     }
     assert result.connection == {
         "POSTGRESQL_GATEWAY_HOST": b"db1.example.ch",
         "POSTGRESQL_GATEWAY_PORT": b"10003",
     }
+    assert result.composite == {"status.sshPort": 10003}
+
+
+def test_the_claim_remembers_a_published_port_for_an_xr_read_from_before():
+    available = pool(gateway(1))
+    first = step(spec(), observed={"tcp-claim-10003": held()}, available=available)
+    accepted = step(spec(), observed=accepted_view(first.resources), available=available)
+    claim = accepted.resources["tcp-claim-10003"].resource
+    assert claim["metadata"]["annotations"][labels.PUBLISHED] == "true"
+    # The XR as read is older than that reconcile: no status, no listener set in view.
+    result = step(spec(), observed={"tcp-claim-10003": claim}, available=available)
+    assert result.status["port"] == 10003
+    assert result.connection["POSTGRESQL_GATEWAY_PORT"] == b"10003"
+    assert result.resources["tcp-claim-10003"].resource == claim  # the mark stays
+
+
+def pending(listener_set: dict) -> dict:
+    """A listener set as the API server stores it before any Gateway reports: the
+    CRD's default status."""
+    waiting = {"status": "Unknown", "reason": "Pending", "message": "Waiting for controller"}
+    conditions = [{"type": t, **waiting} for t in ("Accepted", "Programmed")]
+    return {**listener_set, "status": {"conditions": conditions}}
+
+
+def stale(listener_set: dict) -> dict:
+    """Accepted, but the report is about the previous generation of its spec."""
+    reported = gateway_report(listener_set)
+    reported["metadata"] = {**reported["metadata"], "generation": 2}
+    for condition_ in reported["status"]["conditions"]:
+        condition_["observedGeneration"] = 1
+    return reported
+
+
+UNREPORTED = pytest.mark.parametrize(
+    "report", [pending, stale, lambda ls: ls], ids=["pending", "stale", "none"]
+)
+
+
+@UNREPORTED
+def test_a_port_the_gateway_has_not_accepted_is_not_published(report):
+    s = spec(patches=[{"fieldPath": "status.sshPort", "value": "port"}])
+    first = step(s, observed={"tcp-claim-10003": held()}, available=pool(gateway(1)))
+    observed = {k: d.resource for k, d in first.resources.items()}
+    observed["tcp-listenerset"] = report(observed["tcp-listenerset"])
+    result = step(s, observed=observed, available=pool(gateway(1)))
+    assert "port" not in result.status and "host" not in result.status
+    assert result.connection == {} and result.composite == {}
     assert condition(result).reason == "Programming"
+
+
+def test_a_listener_set_the_gateway_does_not_admit_says_which_label_is_missing():
+    first = step(spec(), observed={"tcp-claim-10003": held()}, available=pool(gateway(1)))
+    observed = {k: d.resource for k, d in first.resources.items()}
+    refused = {"type": "Accepted", "status": "False", "reason": "NotAllowed"}
+    observed["tcp-listenerset"] = {
+        **observed["tcp-listenerset"],
+        "status": {"conditions": [refused]},
+    }
+    result = step(spec(), observed=observed, available=pool(gateway(1)))
+    assert condition(result).reason == "NotAllowed"
+    assert "vshn-postgresql-pg-abc12" in condition(result).message
+    assert labels.LISTENER_NAMESPACE in condition(result).message
+    assert "port" not in result.status and result.connection == {}
+    # The port is not squatted: the claim stays the tenant's, nothing moves.
+    assert (
+        labels.BLOCKED
+        not in result.resources["tcp-claim-10003"].resource["metadata"]["annotations"]
+    )
+
+
+@UNREPORTED
+def test_a_served_port_stays_published_whatever_the_status_reads(report):
+    first = step(spec(), observed={"tcp-claim-10003": held()}, available=pool(gateway(1)))
+    observed = {k: d.resource for k, d in first.resources.items()}
+    observed["tcp-listenerset"] = report(observed["tcp-listenerset"])
+    xr = {**XR, "status": {"tcpAccess": {"phase": "Ready", "port": 10003, "servedPort": 10003}}}
+    published = {"POSTGRESQL_GATEWAY_HOST": b"db1.example.ch", "POSTGRESQL_GATEWAY_PORT": b"10003"}
+    available = pool(gateway(1))
+    result = step(spec(), observed=observed, available=available, xr=xr, connection=published)
+    assert result.status["port"] == 10003 and result.status["servedPort"] == 10003
+    assert result.connection == published
 
 
 def test_ready_once_the_gateway_accepts_and_programs():
@@ -287,7 +379,7 @@ def test_template_falls_back_to_the_desired_xr_of_earlier_steps():
 
 def test_a_second_held_claim_is_released_and_the_used_one_kept():
     first = step(spec(), observed={"tcp-claim-10003": held()}, available=pool(gateway(1)))
-    observed = {k: d.resource for k, d in first.resources.items()}
+    observed = accepted_view(first.resources)
     observed["tcp-claim-10001"] = held(10001)
     result = step(spec(), observed=observed, available=pool(gateway(1)))
     assert "tcp-claim-10003" in result.resources
@@ -341,6 +433,44 @@ def test_a_squatted_port_never_served_is_published_nowhere_and_blocked():
     assert result.connection == {} and result.composite == {}
     assert condition(result).reason == "Conflicted"
     assert "port 10003 behind postgresql-1" in condition(result).message
+
+
+PUBLISHED_10003 = {
+    "POSTGRESQL_GATEWAY_HOST": b"db1.example.ch",
+    "POSTGRESQL_GATEWAY_PORT": b"10003",
+    "POSTGRESQL_GATEWAY_URL": b"postgresql://db1.example.ch:10003",
+}
+WITH_URL = {**INPUT["connectionDetails"], "templates": {"POSTGRESQL_GATEWAY_URL": "x"}}
+
+
+def test_details_published_before_a_port_turns_out_squatted_are_overwritten_empty():
+    # An earlier reconcile (an earlier version) published the port while it was programmed.
+    s = spec(connectionDetails=WITH_URL)
+    first = step(s, observed={"tcp-claim-10003": held()}, available=pool(gateway(1)))
+    observed = {k: d.resource for k, d in first.resources.items()}
+    observed["tcp-listenerset"] = conflicted(observed["tcp-listenerset"])
+    xr = {**XR, "status": {"tcpAccess": {"phase": "Programming", "port": 10003}}}
+    available = pool(gateway(1))
+    result = step(s, observed=observed, available=available, xr=xr, connection=PUBLISHED_10003)
+    assert labels.BLOCKED in result.resources["tcp-claim-10003"].resource["metadata"]["annotations"]
+    # Crossplane v1.x keeps a detail the function stops returning: each is emptied.
+    assert result.connection == {key: b"" for key in PUBLISHED_10003}
+    assert "port" not in result.status
+
+
+def test_a_tenant_moving_off_a_squatted_port_keeps_nothing_published_for_it():
+    observed = {"tcp-claim-10003": blocked(10003)}
+    available = pool(gateway(1), claims={1: [blocked(10003)]})
+    available["tcp-claims-own"] = [blocked(10003)]
+    xr = {**XR, "status": {"tcpAccess": {"phase": "Conflicted", "host": "db1.example.ch",
+                                         "port": 10003, "address": "203.0.113.7"}}}  # fmt: skip
+    result = step(spec(), observed=observed, available=available, xr=xr, connection=PUBLISHED_10003)
+    assert condition(result).reason == "Conflicted"  # claiming another port
+    assert result.connection == {
+        "POSTGRESQL_GATEWAY_HOST": b"",
+        "POSTGRESQL_GATEWAY_PORT": b"",
+    }
+    assert not {"host", "port", "address"} & set(result.status)
 
 
 def test_a_tenant_once_ready_on_its_port_never_gives_it_up():
@@ -407,7 +537,7 @@ def test_a_blocked_claim_is_kept_and_probed_never_used():
     assert moved.resources["tcp-claim-10003"].resource == observed["tcp-claim-10003"]
     assert "tcp-probe-10003" in moved.resources
     [listener] = moved.resources["tcp-listenerset"].resource["spec"]["listeners"]
-    assert listener["port"] == port and moved.status["port"] == port
+    assert listener["port"] == port and "port" not in moved.status  # not accepted there yet
     assert condition(moved).reason == "Programming"
     assert not any("held by someone else" in r.message for r in moved.results)
 
@@ -475,7 +605,7 @@ def moved_away_from(port: int, to: int = 10005) -> dict:
     """What a tenant that left blocked `port` for `to` shows: both claims, its listener set
     on `to`, and the probe of `port` as last reported."""
     first = step(spec(), observed={f"tcp-claim-{to}": held(to)}, available=pool(gateway(1)))
-    observed = {k: d.resource for k, d in first.resources.items()}
+    observed = accepted_view(first.resources)
     observed[f"tcp-claim-{port}"] = blocked(port)
     probing = step(spec(), observed=observed, available=pool(gateway(1)))
     observed[f"tcp-probe-{port}"] = probing.resources[f"tcp-probe-{port}"].resource

@@ -2,6 +2,7 @@
 promises the tenant step makes: one port per tenant, never two tenants on one port, never
 a lost port."""
 
+import base64
 import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -22,6 +23,7 @@ from tests.simulator import (
 
 XR_API, XR_KIND = "vshn.appcat.vshn.io/v1", "XVSHNPostgreSQL"
 POOL = "postgresql"
+LISTENER_NAMESPACE = {labels.LISTENER_NAMESPACE: "true"}  # set by the platform, on a Namespace
 LISTENER_SETS = (
     ("gateway.networking.k8s.io/v1", "ListenerSet"),
     ("gateway.networking.x-k8s.io/v1alpha1", "XListenerSet"),
@@ -80,7 +82,9 @@ class World:
         self.gateways = GatewayController(self.cluster)
         self.tenants: dict[str, XRRef] = {}
         self.capacity: dict[str, int] = {}  # gateway name -> listeners allowed
-        self.cluster.ensure_namespace(NS, {})
+        # The platform labels the namespaces tenant listener sets live in (the gateway
+        # namespace for placement Gateway): shards the pool step makes admit only those.
+        self.cluster.ensure_namespace(NS, LISTENER_NAMESPACE)
 
     def _crossplane(self) -> Crossplane:
         return Crossplane(
@@ -119,7 +123,7 @@ class World:
     # -- tenants --------------------------------------------------------------------------
 
     def create_tenant(self, name: str) -> XRRef:
-        self.cluster.ensure_namespace(f"vshn-postgresql-{name}", {})
+        self.cluster.ensure_namespace(f"vshn-postgresql-{name}", LISTENER_NAMESPACE)
         ref = self.sim.create_xr(XR_API, XR_KIND, name, spec={"parameters": {}})
         self.tenants[name] = ref
         return ref
@@ -214,7 +218,7 @@ class World:
                 per_gateway[g["metadata"]["name"]][listener["port"]] += 1
         for api_version, kind in LISTENER_SETS:
             for ls in self.cluster.list(api_version, kind):
-                if refused_probe(ls):
+                if refused_probe(ls) or not_admitted(ls):
                     continue
                 parent = ls["spec"]["parentRef"]["name"]
                 for listener in ls["spec"]["listeners"]:
@@ -244,6 +248,17 @@ def refused_probe(listener_set: dict) -> bool:
         c.get("type") == "Conflicted" and c.get("status") == "True"
         for listener in (listener_set.get("status") or {}).get("listeners") or []
         for c in listener.get("conditions") or []
+    )
+
+
+def not_admitted(listener_set: dict) -> bool:
+    """A listener set its Gateway does not admit (allowedListeners): it is not attached, so
+    it listens nowhere."""
+    return any(
+        c.get("type") == "Accepted"
+        and c.get("status") == "False"
+        and c.get("reason") == "NotAllowed"
+        for c in (listener_set.get("status") or {}).get("conditions") or []
     )
 
 
@@ -439,3 +454,14 @@ def listeners_per_gateway(world: World) -> dict[str, dict[tuple, int]]:
         for listener in ls["spec"]["listeners"]:
             out[parent][(kind, namespace, name, listener["name"])] = listener["port"]
     return out
+
+
+def published_port(world: World, name: str) -> int | None:
+    """The port a client of the tenant is told: the XR's connection secret (Crossplane
+    v1.x; an emptied key tells nothing), else its status."""
+    ref = world.xr(name)["spec"].get("writeConnectionSecretToRef")
+    secret = world.cluster.get("v1", "Secret", ref["name"], ref["namespace"]) if ref else None
+    value = ((secret or {}).get("data") or {}).get("POSTGRESQL_GATEWAY_PORT")
+    if value is not None:
+        return int(base64.b64decode(value)) if base64.b64decode(value) else None
+    return world.port(name)

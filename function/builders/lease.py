@@ -18,6 +18,7 @@ def claim(
     owner: str,
     holder: str,
     blocked: str | None = None,
+    served: bool = False,
 ) -> dict:
     claim_labels = {
         labels.POOL: pool,
@@ -33,6 +34,8 @@ def claim(
         annotations[labels.HOSTNAME] = hostname
     if blocked:
         annotations[labels.BLOCKED] = blocked
+    if served:
+        annotations[labels.PUBLISHED] = "true"
     return {
         "apiVersion": LEASE_API,
         "kind": "Lease",
