@@ -249,8 +249,13 @@ def _run(spec: TCPAccess, request: StepRequest, scope: steps.Scope) -> StepResul
     # Rule 6 and its corollaries: whatever the XR has of ours is returned unchanged unless
     # we deliberately build it anew below.
     for key, obj in request.observed.items():
-        if tenant.is_ours(key) and key not in mine.foreign:
-            result.resources[key] = Desired(keep(obj), _ready(key, obj, tenant, wrapped))
+        if not tenant.is_ours(key):
+            continue
+        if key in mine.foreign and key in request.desired:
+            continue  # another pool's claim an earlier step returns: its version stands
+        # Another pool's claim no earlier step returns (a later step's, or one left from
+        # before the input's `pool` changed) is kept too: Crossplane would delete it.
+        result.resources[key] = Desired(keep(obj), _ready(key, obj, tenant, wrapped))
     if tenant.namespace is None:
         for key, _ in released:  # the Gateway gave the port back: nobody else has it
             result.resources.pop(key, None)
@@ -555,7 +560,7 @@ def _observed_claims(request: StepRequest, tenant: Tenant, pool: str) -> Observe
             continue
         claim = claimlib.parse(obj)
         if claim is not None and _of_another_pool(claim, pool):
-            found.foreign.add(key)  # another step's: neither used, nor kept, nor rewritten
+            found.foreign.add(key)  # another pool's: neither used nor rewritten
         elif claim is None or claim.holder != tenant.identity:
             found.not_held.append(key)
         elif claim.blocked is not None:

@@ -208,10 +208,11 @@ def test_a_listener_set_squatting_on_a_shard_is_reported_as_drift(mode):
         "refused": 0,
         "noAddress": False,
     }
-    # Someone outside the pool attaches a listener set of their own to shard 1.
+    # Someone outside the pool attaches a listener set of their own to shard 1, from a
+    # namespace the platform admits (a namespace labelled by mistake, or a tenant's own).
     taken = set(world.ports().values())
     free = next(p for p in range(10000, 10009) if p not in taken)
-    world.cluster.ensure_namespace("intruder", {})
+    world.cluster.ensure_namespace("intruder", {labels.LISTENER_NAMESPACE: "true"})
     squatter = build_listener_set(
         flavour=FLAVOURS["v1.6"],
         name="mine",

@@ -851,17 +851,31 @@ def test_a_second_step_has_its_own_keys_names_holder_status_and_condition():
 def test_a_second_step_of_another_pool_neither_adopts_nor_rewrites_the_first_steps_claim():
     replicas = gateway(1, pool="replica")
     observed = {"tcp-claim-10003": held()}  # the first step's, in pool postgresql
-    for context in (after(spec()), {}):  # also when it (wrongly) runs as the first step
-        result = step(
-            spec(pool="replica", listenerName="replica"),
-            observed=observed,
-            available=pool(replicas),
-            context=context,
-        )
-        assert "tcp-claim-10003" not in result.resources
-        assert condition_of(result).reason == "Claiming"
-        [lease] = [d.resource for k, d in result.resources.items() if "-claim-" in k]
-        assert lease["metadata"]["labels"][labels.POOL] == "replica"
+    # After the first step, which returns its claim: the second leaves it to the first.
+    result = step(
+        spec(pool="replica", listenerName="replica"),
+        observed=observed,
+        desired={"tcp-claim-10003": held()},
+        available=pool(replicas),
+        context=after(spec()),
+    )
+    assert "tcp-claim-10003" not in result.resources
+    assert condition_of(result).reason == "Claiming"
+    [lease] = [d.resource for k, d in result.resources.items() if "-claim-" in k]
+    assert lease["metadata"]["labels"][labels.POOL] == "replica"
+
+    # Alone (it wrongly runs as the first step, or its `pool` changed): nobody else returns
+    # the claim, so it is kept as it is (Crossplane would delete it), never used.
+    result = step(
+        spec(pool="replica", listenerName="replica"), observed=observed, available=pool(replicas)
+    )
+    assert result.resources["tcp-claim-10003"].resource["metadata"]["labels"][labels.POOL] == (
+        "postgresql"
+    )
+    assert condition_of(result).reason == "Claiming"
+    [lease] = [d.resource for k, d in result.resources.items() if k != "tcp-claim-10003"
+               and "-claim-" in k]  # fmt: skip
+    assert lease["metadata"]["labels"][labels.POOL] == "replica"
 
     # A claim named for the first step's pool stays its own, whatever a foreign step wrote
     # into its pool label.
