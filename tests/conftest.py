@@ -24,22 +24,21 @@ def crd_validator(crds_dir: Path) -> Callable[[str, bool], Validator]:
 # The property histories take minutes each and the rest of the suite seconds: the workers
 # (pytest-xdist, `--dist load --maxschedchunk 1`, so each takes its next test when it is
 # free) start on the longest, and the last test to end is a short one. Relative costs
-# from `pytest --durations` on two cores; a test not listed costs nothing here and keeps
+# (seconds) from `pytest --durations` on two cores; a test not listed costs nothing here and keeps
 # its place, slow modules first.
 LONGEST = {
-    "test_properties.py::test_waiting_tenants_get_a_port_within_three_rounds[crossplane-v1.20": 12,
-    "test_properties.py::test_waiting_tenants_get_a_port_within_three_rounds[crossplane-v2-w": 8.5,
-    "test_properties.py::test_histories_keep_every_promise[crossplane-v2-direct": 6,
-    "test_properties.py::test_histories_keep_every_promise[crossplane-v2-wrapped": 5.2,
-    "test_properties.py::test_histories_keep_every_promise[crossplane-v1.20": 3.1,
-    "test_properties.py::test_waiting_tenants_get_a_port_within_three_rounds[crossplane-v2-d": 3,
-    "test_properties.py::test_histories_with_xr_reads_lagging": 2.3,
-    "test_properties.py::test_histories_on_wide_and_shared": 2.1,
-    "test_fuzz.py::test_any_tenant_request_gets_an_answer": 1.6,
-    "test_fuzz.py::test_a_tenant_input_or_xr_field_of_another_type": 1.3,
-    "test_fuzz.py::test_any_pool_request_gets_an_answer": 0.7,
-    "test_pool_scenarios.py::test_cloudscale_pool_of_a_thousand_tenants": 0.7,
-    "test_pool_scenarios.py::test_exoscale_pool_grows_in_bursts": 0.5,
+    "test_properties.py::test_histories_keep_every_promise[crossplane-v2-wrapped": 65,
+    "test_pool_scenarios.py::test_cloudscale_pool_of_a_thousand_tenants": 62,
+    "test_properties.py::test_waiting_tenants_get_a_port_within_three_rounds[crossplane-v1.20": 63,
+    "test_properties.py::test_histories_keep_every_promise[crossplane-v1.20": 60,
+    "test_properties.py::test_waiting_tenants_get_a_port_within_three_rounds[crossplane-v2-w": 55,
+    "test_fuzz.py::test_any_tenant_request_gets_an_answer": 50,
+    "test_properties.py::test_waiting_tenants_get_a_port_within_three_rounds[crossplane-v2-d": 48,
+    "test_pool_scenarios.py::test_exoscale_pool_grows_in_bursts": 45,
+    "test_properties.py::test_histories_keep_every_promise[crossplane-v2-direct": 43,
+    "test_fuzz.py::test_a_tenant_input_or_xr_field_of_another_type": 15,
+    "test_properties.py::test_histories_with_xr_reads_lagging": 15,
+    "test_properties.py::test_histories_on_wide_and_shared": 13,
 }
 SLOW_MODULES = (
     "test_pool_scenarios.py",

@@ -552,7 +552,7 @@ def test_waiting_tenants_get_a_port_within_three_rounds(mode, wrap):
         weights=(11, 5, 2, 1),
         liveness=True,
     )
-    run_histories(mode, wrap, config, examples=60, steps=30, shrink=False)
+    run_histories(mode, wrap, config, examples=40, steps=30, shrink=False)
 
 
 def one_shard(mode: str, wrap: bool, *, seed: int, capacity: int, ports: str) -> World:
