@@ -37,7 +37,10 @@ from tests import stats
 from tests.factories import NS, gateway
 from tests.test_pool_scenarios import PoolWorld
 from tests.world import (
+    LISTENER_NAMESPACE,
     TENANT_KINDS,
+    XR_API,
+    XR_KIND,
     World,
     controller_uid,
     object_key,
@@ -1009,3 +1012,177 @@ def test_connection_details_carry_only_the_tenants_own_endpoint():
             }
     finally:
         p.close()
+
+
+# -- the attacker's table: whatever a tenant controls, against every rule ----------------------
+# A tenant controls its claim's (or Namespaced XR's) name, labels, annotations and spec;
+# Crossplane v1.x copies them to the XR. With write access to its own namespace it can also
+# create objects there. Each row is one hostile tenant created beside an established victim.
+# After it has reconciled, none of the README's isolation rules is crossed: the victim keeps
+# its port, its objects and its traffic; the attacker's objects are its own (its own names,
+# its own backend namespace, the platform's ProviderConfig); no port carries two tenants.
+
+VICTIM = "victim-analytics-production-pg-primary-eu-x7k2p"  # 47: some names shortened
+ATTACKER = "mallory-q9m4t"
+
+
+def victim_names(world: World) -> list[str]:
+    """Every name the victim's composed objects have, outer and inner."""
+    names = []
+    for obj in world.composed(VICTIM).values():
+        names.append(obj["metadata"]["name"])
+        inner = ((obj.get("spec") or {}).get("forProvider") or {}).get("manifest")
+        if inner:
+            names.append(inner["metadata"]["name"])
+    return names
+
+
+def victim_claim(world: World) -> dict:
+    return claimed(world, world.port(VICTIM))
+
+
+ATTACKS = {
+    # name -> (who controls it, how the hostile XR is made: world -> create_xr arguments)
+    "name: the victim's listener set name": lambda w: {"name": victim_names(w)[0][:63]},
+    "name: the victim's shortened inner name": lambda w: {"name": victim_names(w)[-1][:63]},
+    "labels: the victim's pool, shard, port, owner and role": lambda w: {
+        "labels": {
+            k: v
+            for k, v in victim_claim(w)["metadata"]["labels"].items()
+            if k.startswith(labellib.PREFIX)
+        }
+        | {"crossplane.io/composite": VICTIM, "crossplane.io/claim-name": VICTIM}
+    },
+    "annotations: the victim's claim annotations, holder UID included": lambda w: {
+        "annotations": dict(victim_claim(w)["metadata"].get("annotations") or {})
+        | {labellib.OWNER_UID: w.xr(VICTIM)["metadata"]["uid"]}
+    },
+    "spec: the victim's namespace, a filter that parses as nothing, deep nesting": lambda w: {
+        "spec": {
+            "parameters": {
+                "instanceNamespace": f"vshn-postgresql-{VICTIM}",
+                "service": {"serviceName": SERVICE, "namespace": f"vshn-postgresql-{VICTIM}"},
+                "network": {"ipFilter": ["300.1.1.1/8", "0.0.0.0/0 "]},
+                "deep": _nested(20),
+            }
+        }
+    },
+}
+
+
+def _nested(depth: int) -> dict:
+    value: dict = {"leaf": "x"}
+    for _ in range(depth):
+        value = {"n": value}
+    return value
+
+
+def forge_in_own_namespace(world: World, port: int) -> None:
+    """What a tenant can create in its own (labelled) namespace: a Lease claiming the
+    victim's port, named like the pool's claim, and a listener set on that port."""
+    namespace = f"vshn-postgresql-{ATTACKER}"
+    world.cluster.create(
+        build_claim(
+            name=claim_name(POOL_NAME, port),
+            namespace=namespace,
+            pool=POOL_NAME,
+            shard=1,
+            port=port,
+            gateway="postgresql-1",
+            hostname=None,
+            owner=ATTACKER,
+            holder="mallory",
+        )
+    )
+    world.cluster.create(
+        {
+            "apiVersion": f"{GATEWAY_GROUP}/v1",
+            "kind": "ListenerSet",
+            "metadata": {"name": "mine", "namespace": namespace},
+            "spec": {
+                "parentRef": {"name": "postgresql-1", "namespace": NS},
+                "listeners": [{"name": "x", "port": port, "protocol": "TCP"}],
+            },
+        }
+    )
+    world.controllers()
+
+
+POOL_NAME = "postgresql"
+
+
+@pytest.mark.parametrize(
+    "attack", [*ATTACKS, "objects: a claim and a listener set in its namespace"]
+)
+@pytest.mark.parametrize(("mode", "wrap"), [("v1", True), ("v2", False)], ids=["v1.20", "v2"])
+def test_nothing_a_tenant_controls_crosses_an_isolation_rule(mode, wrap, attack):
+    world = World(mode=mode, wrap=wrap, seed=7)
+    try:
+        world.add_shard(1, capacity=6, ports="10000-10005", own_port=10005)
+        world.create_tenant(VICTIM)
+        world.settle(4, [VICTIM])
+        port, uid = world.port(VICTIM), world.xr(VICTIM)["metadata"]["uid"]
+        assert world.condition(VICTIM) == ("True", "Ready")
+        objects = tenant_objects_of(world, uid)
+        expected = (f"vshn-postgresql-{VICTIM}", SERVICE, SERVICE_PORT)
+        gateway_name = world.status(VICTIM)["gateway"]
+        assert world.traffic()[(NS, gateway_name, port)] == expected
+
+        if attack in ATTACKS:
+            made = {"name": ATTACKER, "spec": {"parameters": {}}, **ATTACKS[attack](world)}
+            name = made.pop("name")
+            world.cluster.ensure_namespace(f"vshn-postgresql-{name}", LISTENER_NAMESPACE)
+            world.tenants[name] = world.sim.create_xr(XR_API, XR_KIND, name, **made)
+        else:
+            world.cluster.ensure_namespace(f"vshn-postgresql-{ATTACKER}", LISTENER_NAMESPACE)
+            forge_in_own_namespace(world, port)
+            world.create_tenant(ATTACKER)
+            name = ATTACKER
+        for _ in range(4):  # the attacker's own reconcile may fail (a Fatal): that is its own
+            world.sim.reconcile(world.tenants[name])
+            world.reconcile([VICTIM])
+            world.controllers()
+        stats.count("simulated reconciles", 4 + 4 * 2)
+
+        if attack in ATTACKS:
+            world.check()  # one port per tenant, one listener per port, shards in capacity
+        else:  # the forged listener set is there, refused: the victim's is older
+            forged = world.cluster.get(
+                f"{GATEWAY_GROUP}/v1", "ListenerSet", "mine", f"vshn-postgresql-{ATTACKER}"
+            )
+            [listener] = forged["status"]["listeners"]
+            conditions = {c["type"]: c["status"] for c in listener["conditions"]}
+            assert conditions.get("Conflicted") == "True", forged["status"]
+        assert (world.port(VICTIM), world.condition(VICTIM)) == (port, ("True", "Ready"))
+        assert published_port(world, VICTIM) == port
+        assert world.traffic()[(NS, gateway_name, port)] == expected
+        assert objects.items() <= tenant_objects_of(world, uid).items(), "victim's objects"
+        theirs = world.composed(name)
+        assert not set(victim_names(world)) & {o["metadata"]["name"] for o in theirs.values()}
+        for obj in theirs.values():
+            inner = ((obj.get("spec") or {}).get("forProvider") or {}).get("manifest") or obj
+            if inner.get("kind") == "TCPRoute":
+                [ref] = inner["spec"]["rules"][0]["backendRefs"]
+                assert ref.get("namespace", inner["metadata"]["namespace"]) == (
+                    f"vshn-postgresql-{name}"
+                )
+            if obj.get("kind") == "Object":
+                assert obj["spec"]["providerConfigRef"]["name"] == "kubernetes"
+        attacker_port = world.port(name)
+        if not attack.startswith("name"):  # the attack was played: the attacker has a port
+            assert attacker_port not in (None, port), (attack, world.condition(name))
+        if attacker_port is not None:
+            reaches = world.traffic().get((NS, world.status(name)["gateway"], attacker_port))
+            assert reaches in (None, (f"vshn-postgresql-{name}", SERVICE, SERVICE_PORT))
+    finally:
+        world.close()
+
+
+def tenant_objects_of(world: World, uid: str) -> dict[tuple, str]:
+    """The objects an XR controls, key -> UID (a replaced object has a new UID)."""
+    out = {}
+    for api_version, kind in TENANT_KINDS:
+        for obj in world.cluster.list_raw(api_version, kind):
+            if controller_uid(obj) == uid:
+                out[object_key(obj)] = obj["metadata"]["uid"]
+    return out
