@@ -20,6 +20,7 @@ BENCHMARKS = {
     "throughput": ("bench.throughput", "sticky path over real gRPC, real vs no-op function"),
     "floor": ("bench.floor", "handler time against protobuf parse + serialize"),
     "pool": ("bench.poolstep", "pool step over 10,000 claims"),
+    "poolsize": ("bench.poolsize", "pool step at 1,000, 10,000 and 50,000 claims"),
     "convergence": ("bench.convergence", "100 tenants at once from one snapshot"),
     "rss": ("bench.rss", "peak RSS of the function server after 10,000 requests"),
 }

@@ -47,7 +47,7 @@ MIB = 1024 * 1024
 POOL_XR = ("platform.example.ch/v1", "XTCPGatewayPool")
 
 
-def pool_input(mode: str) -> dict:
+def pool_input(mode: str, *, ports: str = "10000-39999", max_shards: int = 300) -> dict:
     spec = {
         "apiVersion": "tcp.fn.servala.io/v1alpha1",
         "kind": "GatewayPool",
@@ -55,9 +55,9 @@ def pool_input(mode: str) -> dict:
         "namespace": NS,
         "gatewayClassName": "envoy-gateway",
         "provider": "cloudscale",
-        "ports": "10000-39999",
+        "ports": ports,
         "hostname": "postgresql{index}.example.ch",
-        "maxShards": 300,
+        "maxShards": max_shards,
         "headroom": 5,
     }
     if mode == "v1":
@@ -65,7 +65,9 @@ def pool_input(mode: str) -> dict:
     return spec
 
 
-def first_request(mode: str, shards: dict[int, int]) -> fnv1.RunFunctionRequest:
+def first_request(
+    mode: str, shards: dict[int, int], spec: dict | None = None
+) -> fnv1.RunFunctionRequest:
     """What Crossplane sends first: the pool XR and its observed shard Gateways."""
     xr = served(
         {
@@ -85,7 +87,7 @@ def first_request(mode: str, shards: dict[int, int]) -> fnv1.RunFunctionRequest:
             gateway = obj
         req.observed.resources[f"gateway-{index}"].resource.CopyFrom(dict_to_struct(gateway))
     req.desired.SetInParent()
-    req.input.CopyFrom(dict_to_struct(pool_input(mode)))
+    req.input.CopyFrom(dict_to_struct(spec or pool_input(mode)))
     req.context.SetInParent()
     if mode == "v2":
         req.meta.tag = hashlib.sha256(req.SerializeToString(deterministic=True)).hexdigest()
