@@ -854,7 +854,9 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
     # whatever the status reads (a report pending after an edit says nothing new), unless
     # the Gateway reports it taken.
     accepted = not taken and readiness.listener_accepted(own, spec.listenerName, alloc.port)
-    published = accepted or (not taken and served == alloc.port)
+    guard = _source_guard(spec, request, named, route_namespace, common, decision)
+    # A first time, only once its allowlist (sourceRanges) is in force too.
+    published = (accepted and guard.in_force) or (not taken and served == alloc.port)
     blocked = None
     if taken and tenant.namespace is None and served != alloc.port:
         # An older listener from outside the pool took the port before ours: it was never
@@ -868,7 +870,11 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         service, missing = found.service, found.problem
 
     objects = {
-        tenant.scope.claim_key(alloc.port): _claim(spec, tenant, alloc, blocked, claim_served),
+        # The claim remembers a published port: an XR read from before this reconcile
+        # still publishes it.
+        tenant.scope.claim_key(alloc.port): _claim(
+            spec, tenant, alloc, blocked, claim_served or published
+        ),
         named["listenerSet"].key: listener_set(
             flavour=flavour,
             name=named["listenerSet"].name,
@@ -922,7 +928,6 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         )
     else:
         result.resources.pop(named["referenceGrant"].key, None)  # placement changed
-    guard = _source_guard(spec, request, named, route_namespace, common, decision)
     policy_key = named["securityPolicy"].key
     if guard.policy is None:
         result.resources.pop(policy_key, None)  # no allowlist (any more)
@@ -941,9 +946,6 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
 
     address = shard.address if shard else None
     endpoint = publish.Endpoint(host=alloc.hostname or address, port=alloc.port)
-    # Never send clients to a port another listener got, nor (a first time) to one whose
-    # allowlist is not in force yet; a port the tenant was served on stays published.
-    published = published and (guard.in_force or served == alloc.port)
     if published:
         _publish(spec, tenant, request, endpoint, result)
     elif taken and served != alloc.port:
@@ -1014,13 +1016,6 @@ def _use(spec, request: StepRequest, tenant: Tenant, decision: Decision, result:
         )
         result.results.append(Result(WARNING, message, "ShardMissing"))
     result.status["phase"] = reason
-    claim_key = tenant.scope.claim_key(alloc.port)
-    if accepted and not claim_served and claim_key in result.resources:
-        # The claim remembers it: an XR read from before this reconcile still publishes.
-        claim = _claim(spec, tenant, alloc, served=True)
-        if wrapped:
-            claim = wrap(claim, provider_config=tenant.provider_config)
-        result.resources[claim_key] = Desired(claim, result.resources[claim_key].ready)
     # Stickiness: a port the tenant was once Ready on is never given up (see `blocked`).
     result.status["servedPort"] = alloc.port if reason == "Ready" else served
     result.status = {k: v for k, v in result.status.items() if v is not None}

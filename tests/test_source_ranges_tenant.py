@@ -272,3 +272,23 @@ def test_the_role_is_named_in_resources_like_the_others():
     )
     result = reconcile(xr(OFFICE), spec_=named)
     assert result.resources["sp"].resource["metadata"]["name"] == "pg-abc12-ipfilter"
+
+
+def test_a_port_whose_policy_is_pending_is_neither_published_nor_remembered_as_published():
+    """The Gateway accepted the listener, Envoy Gateway has not yet accepted the policy:
+    nothing is published, and the claim does not say it was (else the next reconcile would
+    publish on the claim's word, the policy still pending)."""
+    from tests.factories import gateway_report
+
+    first = reconcile(xr(OFFICE))
+    second = reconcile(xr(OFFICE), observed=applied(first))
+    pending = {k: v for k, v in ALL_TRUE.items() if k != "tcp-securitypolicy"}
+    observed = applied(second, pending)
+    observed["tcp-listenerset"] = gateway_report(observed["tcp-listenerset"])
+    for _ in range(2):
+        result = reconcile(xr(OFFICE), observed=observed)
+        assert condition(result).reason == "SourceRangesPending"
+        assert result.connection == {}
+        claim = result.resources["tcp-claim-10003"].resource
+        assert labels.PUBLISHED not in (claim["metadata"].get("annotations") or {})
+        observed = {**applied(result, pending), "tcp-listenerset": observed["tcp-listenerset"]}
