@@ -170,3 +170,21 @@ def accepted_view(resources: dict) -> dict[str, dict]:
         is_listener_set = inner["kind"] in ("ListenerSet", "XListenerSet")
         observed[key] = gateway_report(obj) if is_listener_set else obj
     return observed
+
+
+def run_tenant(spec, *, xr: dict, observed: dict, candidates: list[dict]):
+    """The tenant step through Crossplane's requirement loop (no Fatal allowed), each
+    requirement answered with the `candidates` it matches; the last result."""
+    from function import tenant
+    from function.step import StepRequest
+
+    lookups: dict = {}
+    previous = None
+    for _ in range(6):
+        result = tenant.run(spec, StepRequest(xr=xr, observed=observed, lookups=lookups))
+        assert not result.fatal, result.results
+        if result.requirements == previous:
+            break
+        previous = result.requirements
+        lookups = {r.name: [o for o in candidates if r.matches(o)] for r in result.requirements}
+    return result

@@ -339,17 +339,7 @@ def test_a_listener_set_its_gateway_refused_fills_no_slot_over_grpc():
     from function import pool
     from tests.factories import tenant_listener_set
 
-    pool_input = {
-        "apiVersion": "tcp.fn.servala.io/v1alpha1",
-        "kind": "GatewayPool",
-        "pool": "postgresql",
-        "namespace": NS,
-        "gatewayClassName": "envoy-gateway",
-        "provider": "exoscale",
-        "ports": "10000-10049",
-        "hostname": "db{index}.example.ch",
-        "maxShards": 5,
-    }
+    pool_input = {**POOL_INPUT, "ports": "10000-10049", "maxShards": 5}
     observed = {"gateway-1": gateway(1)}
     req = request(input_=pool_input, xr={**XR, "kind": "XGatewayPool"}, observed=observed)
     req.required_resources[pool.CLAIMS].items.add().resource.update(claim(10000))

@@ -32,9 +32,8 @@ from function.builders.object import wrap as build_wrap
 from function.claims import claim_name
 from function.inputs import TCPAccess
 from function.names import LABEL_VALUE, digest, fit, is_dns_label, label_value
-from function.step import StepRequest
 from tests import stats
-from tests.factories import NS, gateway
+from tests.factories import NS, gateway, run_tenant
 from tests.test_pool_scenarios import PoolWorld
 from tests.world import (
     LISTENER_NAMESPACE,
@@ -759,15 +758,7 @@ def emit(spec: TCPAccess, xr_name: str, port: int, wrapped: bool, pool: str) -> 
     observed = {
         tenant.claim_key(port): build_wrap(lease, provider_config="p") if wrapped else lease
     }
-    lookups: dict = {}
-    previous = None
-    for _ in range(6):
-        result = tenant.run(spec, StepRequest(xr=xr, observed=observed, lookups=lookups))
-        assert not result.fatal, result.results
-        if result.requirements == previous:
-            break
-        previous = result.requirements
-        lookups = {r.name: [o for o in (shard,) if r.matches(o)] for r in result.requirements}
+    result = run_tenant(spec, xr=xr, observed=observed, candidates=[shard])
     assert "tcp-listenerset" in result.resources, (result.status, result.results)
     return {key: d.resource for key, d in result.resources.items()}
 
@@ -893,15 +884,7 @@ HELD, SQUATTED = 10003, 10007  # the victim's ports; an attacker's are 20 above
 def settle(spec: TCPAccess, xr: dict, observed: dict) -> dict[str, dict]:
     """The step's desired resources, through Crossplane's requirement loop."""
     shard = gateway(1, name="shard-1", ports="10000-10099", capacity=100)
-    lookups: dict = {}
-    previous = None
-    for _ in range(6):
-        result = tenant.run(spec, StepRequest(xr=xr, observed=observed, lookups=lookups))
-        assert not result.fatal, result.results
-        if result.requirements == previous:
-            break
-        previous = result.requirements
-        lookups = {r.name: [o for o in (shard,) if r.matches(o)] for r in result.requirements}
+    result = run_tenant(spec, xr=xr, observed=observed, candidates=[shard])
     return {key: desired.resource for key, desired in result.resources.items()}
 
 

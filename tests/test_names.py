@@ -7,13 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from function import tenant
 from function.builders.lease import claim as build_claim
 from function.builders.object import wrap
 from function.inputs import TCPAccess
 from function.names import SHORTENED, fit, is_dns_label, owned
-from function.step import StepRequest
-from tests.factories import NS, gateway
+from tests.factories import NS, gateway, run_tenant
 from tests.world import tenant_input
 
 UID = "8d6c5a37-2c1e-4b8e-9f5e-0d1f0c2a7b61"
@@ -130,16 +128,7 @@ def lease(xr: dict, port: int, blocked: str | None = None) -> dict:
 
 
 def run(spec: TCPAccess, xr: dict, observed: dict) -> dict[str, dict]:
-    shard = gateway(1)
-    lookups: dict = {}
-    previous = None
-    for _ in range(6):
-        result = tenant.run(spec, StepRequest(xr=xr, observed=observed, lookups=lookups))
-        assert not result.fatal, result.results
-        if result.requirements == previous:
-            break
-        previous = result.requirements
-        lookups = {r.name: [o for o in (shard,) if r.matches(o)] for r in result.requirements}
+    result = run_tenant(spec, xr=xr, observed=observed, candidates=[gateway(1)])
     return {key: desired.resource for key, desired in result.resources.items()}
 
 

@@ -10,23 +10,14 @@ from function import allocation, labels, pool, resting, shards
 from function.allocation import Phase, Pool
 from function.inputs import GatewayPool
 from function.step import StepRequest
+from tests import test_pool
 from tests.factories import NS, claim
+from tests.test_pool import XR
 
 NOW = datetime.datetime(2026, 11, 26, 10, 0, tzinfo=datetime.UTC)
 MINUTE, HOUR = datetime.timedelta(minutes=1), datetime.timedelta(hours=1)
-XR = {"apiVersion": "x/v1", "kind": "XGatewayPool", "metadata": {"name": "postgresql"}}
 TENANTS = Pool(name="postgresql", namespace=NS, wrapped=False)
-INPUT = {
-    "pool": "postgresql",
-    "namespace": NS,
-    "gatewayClassName": "envoy-gateway",
-    "provider": "exoscale",
-    "ports": "10000-10499",
-    "hostname": "db{index}.example.ch",
-    "minShards": 1,
-    "maxShards": 5,
-    "headroom": 1,
-}
+INPUT = {**test_pool.INPUT, "headroom": 1}
 
 
 def spec(**changes) -> GatewayPool:
