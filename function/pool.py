@@ -231,8 +231,14 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         result.status = previous
         return result
 
-    slices = _recorded_slices(spec, request, observed)
-    admitted = _admitted_namespaces(spec, observed)
+    # Each shard Gateway as the step wrote it (the Object's manifest when wrapped): where
+    # its slice, resting record, admitted namespaces and client address are recorded.
+    written = {
+        index: claimlib.inner_manifest(obj) if spec.wrap is not None else obj
+        for index, obj in observed.items()
+    }
+    slices = _recorded_slices(spec, request, written)
+    admitted = _admitted_namespaces(spec, written)
     usage = _usage(spec, objects, slices, result)
     provider_config, warning = None, None
     if spec.wrap is not None:  # the pool XR's labels: the same rule as the tenants'
@@ -243,14 +249,14 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
     _count_listeners(spec, usage, listener_sets, set(observed) | set(slices.recorded))
     # Both lookups empty may be a cold cache: then nothing is freed, every record is kept.
     records = _records(
-        spec, request, observed, slices, usage, result, seen=bool(objects or listener_sets)
+        spec, request, written, slices, usage, result, seen=bool(objects or listener_sets)
     )
     # Shrink only on evidence from both lookups: an empty one may be a cold cache.
     complete = bool(objects) and bool(listener_sets)
     line = tickets.line(waiting_tickets, spec.namespace, request.now)
     usage.waiting = sum(1 for ticket in line if ticket.holder not in usage.holders)
     count, draining = _shard_count(spec, usage, observed, slices, complete=complete, result=result)
-    modes = _client_address_modes(spec, observed, count, result)
+    modes = _client_address_modes(spec, written, count, result)
     shard_status = []
     drifted = drift.Drift(listener_sets, usage.held, request.now)
     for index in range(1, count + 1):
@@ -357,12 +363,11 @@ def _observed_shards(request: StepRequest) -> dict[int, dict]:
     return found
 
 
-def _recorded_slices(spec: GatewayPool, request: StepRequest, observed: dict) -> "Slices":
+def _recorded_slices(spec: GatewayPool, request: StepRequest, written: dict) -> "Slices":
     """The slice of every shard the pool has, from its record: the pool's own status first
     (a Gateway may be edited by hand), else the shard's Gateway as the step wrote it."""
     recorded: dict[int, Slice] = {}
-    for index, obj in observed.items():
-        gateway = claimlib.inner_manifest(obj) if spec.wrap is not None else obj
+    for index, gateway in written.items():
         annotations = fieldpath.mapping(gateway, "metadata.annotations")
         found = _parse_slice(annotations.get(labels.PORTS))
         if found is not None:
@@ -410,7 +415,7 @@ class Slices:
 def _records(
     spec: GatewayPool,
     request: StepRequest,
-    observed: dict,
+    written: dict[int, dict],
     slices: "Slices",
     usage: Usage,
     result: StepResult,
@@ -423,9 +428,8 @@ def _records(
     records: dict[int, resting.Record] = {}
     if not spec.rest_seconds:
         return records
-    for index, obj in observed.items():
+    for index, gateway in written.items():
         ports = slices[index]
-        gateway = claimlib.inner_manifest(obj) if spec.wrap is not None else obj
         annotations = fieldpath.mapping(gateway, "metadata.annotations")
         taken = usage.slice_taken(index, ports)
         try:
@@ -611,7 +615,7 @@ def _new_shard_admits(spec: GatewayPool) -> dict:
     return (spec.allowedListenerNamespaces or ListenerNamespaces()).allowed_listeners()
 
 
-def _admitted_namespaces(spec: GatewayPool, observed: dict[int, dict]) -> dict[int, dict]:
+def _admitted_namespaces(spec: GatewayPool, written: dict[int, dict]) -> dict[int, dict]:
     """What every existing shard admits. Without `allowedListenerNamespaces` in the input,
     each keeps what its Gateway was made with (as the step wrote it): a default that changed
     between versions must not shut out the listeners a live shard carries. Given, it is
@@ -619,8 +623,7 @@ def _admitted_namespaces(spec: GatewayPool, observed: dict[int, dict]) -> dict[i
     if spec.allowedListenerNamespaces is not None:
         return {}
     admitted = {}
-    for index, obj in observed.items():
-        gateway = claimlib.inner_manifest(obj) if spec.wrap is not None else obj
+    for index, gateway in written.items():
         recorded = fieldpath.get(gateway, "spec.allowedListeners.namespaces", None)
         try:
             admitted[index] = ListenerNamespaces.model_validate(recorded).allowed_listeners()
@@ -659,15 +662,11 @@ def _warn_all_namespaces(
 
 
 def _client_address_modes(
-    spec: GatewayPool, observed: dict[int, dict], count: int, result: StepResult
+    spec: GatewayPool, written: dict[int, dict], count: int, result: StepResult
 ) -> dict[int, str]:
     """Each shard's clientAddress: its own once it exists (clientaddress.py), the input's
     for a new one. A live shard left as it was is named in a Warning."""
-    existing = {
-        index: claimlib.inner_manifest(obj) if spec.wrap is not None else obj
-        for index, obj in observed.items()
-        if index <= count
-    }
+    existing = {index: gateway for index, gateway in written.items() if index <= count}
     modes, left = clientaddress.shard_modes(
         spec.clientAddress, existing, spec.applyClientAddressToExistingShards
     )
