@@ -58,16 +58,15 @@ class ResponseCache:
         if self.size <= 0 or self.max_bytes <= 0:
             rsp, _, note = compute(req)
             return Answer(rsp, note, SKIP, req.ByteSize())
+        size = req.ByteSize()
+        if size > MAX_CACHED_REQUEST:
+            # A pool step's request of thousands of claims is neither repeated often nor
+            # cheap to serialise, hash and keep: compute it.
+            rsp, _, note = compute(req)
+            return Answer(rsp, note, SKIP, size)
         # The bytes as they came (not re-sorted): a request that serialises differently only
         # misses the cache. A hit returns the stored message itself: it is only serialised.
-        wire = req.SerializeToString()
-        if len(wire) > MAX_CACHED_REQUEST:
-            # A pool step's request of thousands of claims is neither repeated often nor
-            # cheap to hash and keep: compute it.
-            rsp, _, note = compute(req)
-            return Answer(rsp, note, SKIP, len(wire))
-        size = len(wire)
-        key = hashlib.sha256(wire).digest()
+        key = hashlib.sha256(req.SerializeToString()).digest()
         hit = self._entries.get(key)
         if hit is not None:
             self._entries.move_to_end(key)
