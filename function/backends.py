@@ -12,7 +12,6 @@ Service).
 from dataclasses import dataclass
 
 from function import fieldpath
-from function.names import LABEL_VALUE, MAX_NAME
 from function.requirement import Requirement
 
 
@@ -20,11 +19,6 @@ from function.requirement import Requirement
 class Found:
     service: str | None  # None: not exactly one Service matches (problem says why)
     problem: str | None = None
-
-
-def is_label_value(value: str) -> bool:
-    """Whether a selector may ask for it (the API server refuses the lookup otherwise)."""
-    return len(value) <= MAX_NAME and bool(LABEL_VALUE.match(value))
 
 
 def requirement(prefix: str, namespace: str, labels: dict[str, str]) -> Requirement:

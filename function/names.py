@@ -68,9 +68,13 @@ def owned(name: str, uid: str, key: str, *, shorten: bool = False) -> str:
 
 def label_value(value: str) -> str:
     """Return `value` as a valid label value (at most 63 characters), hashing when cut."""
-    if len(value) <= MAX_NAME and LABEL_VALUE.match(value):
+    if is_label_value(value):
         return value
     return fit(value)
+
+
+def is_label_value(value: str) -> bool:
+    return len(value) <= MAX_NAME and bool(LABEL_VALUE.match(value))
 
 
 def is_dns_label(value: str) -> bool:

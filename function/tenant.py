@@ -33,7 +33,14 @@ from function.builders.referencegrant import reference_grant
 from function.builders.tcproute import tcp_route
 from function.flavours import FLAVOURS
 from function.inputs import SERVICE_NAME_RULE, Patch, TCPAccess
-from function.names import is_dns_1035_label, is_dns_label, is_dns_subdomain, label_value, owned
+from function.names import (
+    is_dns_1035_label,
+    is_dns_label,
+    is_dns_subdomain,
+    is_label_value,
+    label_value,
+    owned,
+)
 from function.observed import keep, live
 from function.requirement import Requirement
 from function.step import (
@@ -413,7 +420,7 @@ def _tenant(spec: TCPAccess, request: StepRequest, scope: steps.Scope) -> Tenant
             for key, value in (spec.backend.serviceSelector or {}).items()
         }
         for key, value in wanted.items():
-            if not backends.is_label_value(value):
+            if not is_label_value(value):  # a selector may ask for no other
                 raise InputError(f"backend.serviceSelector.{key}: {value!r} is not a label value")
         lookup = backends.requirement(scope.prefix, namespace, wanted)
     selector = {
