@@ -100,6 +100,20 @@ class Drift:
         return drift
 
 
+def carried(previous: object, live: dict | None) -> dict:
+    """The drift of a shard whose listener sets were not all read in this reconcile: the
+    counts found when they last were, with what its Gateway reports now."""
+    counts = previous if isinstance(previous, dict) else {}
+    drift: dict = {}
+    reported = _count(fieldpath.get(live or {}, "status.attachedListenerSets", None))
+    if reported is not None:
+        drift["attached"] = reported
+    for name in COUNTS:
+        drift[name] = _count(counts.get(name)) or 0
+    drift["noAddress"] = first_address(live or {}) is None
+    return drift
+
+
 def totals(shards: list[dict]) -> dict:
     """The pool's drift: every shard's counts summed, and the shards without an address."""
     drifts = [shard["listenerDrift"] for shard in shards]

@@ -741,6 +741,13 @@ class GatewayPool(_Model):
     )
     infrastructure: Infrastructure = Field(default_factory=Infrastructure)
     statusPath: str = Field(default="status.pool", description="Where the pool reports.")
+    readBudgetKiB: whole(ge=1, le=65536) = Field(
+        default=900,
+        description="What the claims and listener sets the pool step reads may add to one "
+        "request, in KiB. A pool that fits is read whole every reconcile; a bigger one is "
+        "recounted a window of shards at a time. The default keeps every request of a full "
+        "pool (50,000 tenants) under gRPC's default 4 MiB.",
+    )
     clientAddress: Literal["ProxyProtocol", "Local", "Unknown"] = Field(
         default="Unknown",
         description="How a shard keeps the client's address, which tenants' source "
@@ -839,6 +846,11 @@ class GatewayPool(_Model):
     @property
     def rest_seconds(self) -> int:
         return parse_duration(self.portRest, MAX_PORT_REST)
+
+    @property
+    def read_budget(self) -> int:
+        """readBudgetKiB in bytes."""
+        return int(self.readBudgetKiB) * 1024
 
     def slice(self, index: int) -> tuple[int, int]:
         """Shard `index` (from 1) owns the index-th slice of `portsPerShard` ports."""

@@ -29,6 +29,9 @@ GATEWAY = f"{PREFIX}/gateway"
 # On a shard Gateway: ports of its slice that claims of other shards hold (an adopted port may
 # lie outside its shard's slice). The pool step writes it; tenants never claim those ports.
 HELD_ELSEWHERE = f"{PREFIX}/held-elsewhere"
+# On a shard Gateway of a pool recounted a window at a time: its free slots at its last
+# recount, written only when it accepted no tenant then (function/poolwindow.py).
+FREE = f"{PREFIX}/free"
 OWNER_UID = f"{PREFIX}/owner-uid"
 # On a shard Gateway: how its load balancer keeps the client's address (ProxyProtocol, Local
 # or Unknown). A tenant with a source allowlist gets a route only where it is kept.

@@ -23,7 +23,16 @@ import re
 from dataclasses import dataclass, field
 
 from function import claims as claimlib
-from function import clientaddress, drift, fieldpath, labels, listeners, resting, tickets
+from function import (
+    clientaddress,
+    drift,
+    fieldpath,
+    labels,
+    listeners,
+    poolwindow,
+    resting,
+    tickets,
+)
 from function.allocation import TICKETS, Pool, Requirement
 from function.builders.clienttrafficpolicy import proxy_protocol_policy
 from function.builders.gateway import shard_gateway
@@ -114,20 +123,28 @@ class Usage:
     # Freed ports that rest, by shard: port -> epoch second its rest ends (None: not timed yet)
     resting: dict[int, dict[int, int | None]] = field(default_factory=dict)
     seen: dict[int, list[drift.SeenClaim]] = field(default_factory=dict)  # claims by shard
+    # Shards outside this reconcile's window (function/poolwindow.py): their last count
+    carried: dict[int, poolwindow.Shard] = field(default_factory=dict)
 
     def taken(self, index: int) -> set[int]:
         # A cluster-scoped tenant has a claim and a listener on one port: one slot.
         return self.ports.get(index, set()) | self.listeners.get(index, set())
 
     def used(self, index: int) -> int:
+        shard = self.carried.get(index)
+        if shard is not None:  # not recounted: never less than its Gateway reports now
+            counted = shard.slots if shard.used is None else shard.used
+            return max(counted, shard.attached or 0)
         return len(self.taken(index))
 
     def holding(self) -> set[int]:
         """Shards that carry a claim or a tenant listener, or whose freed ports rest (a
         shard added again would know nothing of them)."""
-        return {i for i in (*self.ports, *self.listeners) if self.taken(i)} | {
-            i for i, ports in self.resting.items() if ports
-        }
+        return (
+            {i for i in (*self.ports, *self.listeners) if self.taken(i)}
+            | {i for i, ports in self.resting.items() if ports}
+            | {i for i, shard in self.carried.items() if not shard.empty}
+        )
 
     @functools.cached_property
     def _held_sorted(self) -> list[int]:
@@ -146,6 +163,8 @@ class Usage:
 
     def free(self, index: int, ports: "Slice", capacity: int) -> int:
         """Tenant slots left, and never more than the slice has ports nobody holds."""
+        if index in self.carried:  # not recounted: what it may count on (poolwindow.py)
+            return self.carried[index].free
         slots = capacity - 1 - self.used(index)
         listening = {p for p in self.listeners.get(index, ()) if p in ports}
         unavailable = listening.union(self.held_in(ports), self.resting.get(index, ()))
@@ -204,10 +223,7 @@ def read_listener_sets(
 
 
 def run(spec: GatewayPool, request: StepRequest) -> StepResult:
-    requirement = claims_requirement(spec)
-    result = StepResult(
-        status_path=spec.statusPath, requirements=[requirement, tickets_requirement(spec)]
-    )
+    result = StepResult(status_path=spec.statusPath)
     result.timed = True  # live waiters are judged by the clock
     clash = fieldpath.clash(request.desired_xr, spec.statusPath)
     if clash:  # another step's value where the pool reports: never overwrite it
@@ -217,8 +233,22 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         return StepResult(results=[Result("Fatal", annotations_error)])
 
     observed = _observed_shards(request)
-    objects = request.lookups.get(CLAIMS)
-    listener_sets = read_listener_sets(spec, request, result)
+    # Each shard Gateway as the step wrote it (the Object's manifest when wrapped): where
+    # its slice, count, resting record, admitted namespaces and client address are recorded.
+    written = {
+        index: claimlib.inner_manifest(obj) if spec.wrap is not None else obj
+        for index, obj in observed.items()
+    }
+    slices = _recorded_slices(spec, request, written)
+    shards = _window_shards(spec, request, observed, written, slices)
+    window = poolwindow.choose(list(shards.values()), spec.read_budget, spec.wrap is not None)
+    if window.mode == poolwindow.FULL:
+        result.requirements += [claims_requirement(spec), tickets_requirement(spec)]
+        objects = request.lookups.get(CLAIMS)
+        listener_sets = read_listener_sets(spec, request, result)
+    else:
+        result.requirements.append(tickets_requirement(spec))
+        objects, listener_sets = _read_window(spec, request, result, window)
     waiting_tickets = request.lookups.get(TICKETS)
     if objects is None or listener_sets is None or waiting_tickets is None:
         # Not read yet: keep every Gateway as it is.
@@ -231,40 +261,61 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         result.status = previous
         return result
 
-    # Each shard Gateway as the step wrote it (the Object's manifest when wrapped): where
-    # its slice, resting record, admitted namespaces and client address are recorded.
-    written = {
-        index: claimlib.inner_manifest(obj) if spec.wrap is not None else obj
-        for index, obj in observed.items()
-    }
-    slices = _recorded_slices(spec, request, written)
     admitted = _admitted_namespaces(spec, written)
     usage = _usage(spec, objects, slices, result)
+    usage.carried = {i: shard for i, shard in shards.items() if not window.recounts(i)}
     provider_config, warning = None, None
     if spec.wrap is not None:  # the pool XR's labels: the same rule as the tenants'
         labels_ = fieldpath.mapping(request.xr, "metadata.labels")
         provider_config, warning = spec.wrap.provider_config(labels_)
     if warning:
         result.results.append(Result(WARNING, warning))
-    _count_listeners(spec, usage, listener_sets, set(observed) | set(slices.recorded))
+    recounted = (set(observed) | set(slices.recorded)) - set(usage.carried)
+    _count_listeners(spec, usage, listener_sets, recounted)
     # Both lookups empty may be a cold cache: then nothing is freed, every record is kept.
     records = _records(
         spec, request, written, slices, usage, result, seen=bool(objects or listener_sets)
     )
-    # Shrink only on evidence from both lookups: an empty one may be a cold cache.
-    complete = bool(objects) and bool(listener_sets)
+    # Shrink only on evidence from the lookups: an empty one may be a cold cache. In a
+    # window, an empty shard is normal: evidence is any object read at all.
+    if window.mode == poolwindow.FULL:
+        complete = bool(objects) and bool(listener_sets)
+    else:
+        complete = bool(objects) or bool(listener_sets)
     line = tickets.line(waiting_tickets, spec.namespace, request.now)
     usage.waiting = sum(1 for ticket in line if ticket.holder not in usage.holders)
-    count, draining = _shard_count(spec, usage, observed, slices, complete=complete, result=result)
+    count, draining = _shard_count(
+        spec, usage, observed, slices, complete=complete, result=result, window=window
+    )
     modes = _client_address_modes(spec, written, count, result)
+    previous_entries = _previous_entries(request, spec)
+    frees = {
+        index: usage.free(index, slices[index], _capacity(spec, slices[index]))
+        for index in range(1, count + 1)
+    }
+    open_shards = poolwindow.accepting(
+        window,
+        {i: free for i, free in frees.items() if i not in draining},
+        {i: _capacity(spec, slices[i]) - 1 for i in frees},
+        set(usage.carried),
+        needed=spec.headroom + usage.waiting,
+        budget=spec.read_budget,
+        wrapped=spec.wrap is not None,
+    )
     shard_status = []
     drifted = drift.Drift(listener_sets, usage.held, request.now)
     for index in range(1, count + 1):
         used = usage.used(index)
         ports = slices[index]
         capacity = _capacity(spec, ports)
-        free = usage.free(index, ports, capacity)
+        free = frees[index]
+        accepting = index in open_shards
         name = gateway_name(spec, index)
+        seen = observed.get(index)
+        carried = usage.carried.get(index)
+        window_annotations = _window_annotations(
+            window, carried, written.get(index), seen, spec, free=free, accepting=accepting
+        )
         gateway = shard_gateway(
             name=name,
             namespace=spec.namespace,
@@ -274,17 +325,19 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
             hostname=spec.hostname_for(index),
             ports=(ports.start, ports.end),
             capacity=capacity,
-            used=used,
-            accepting=free > 0 and index not in draining,
+            used=used if carried is None or carried.used is None else carried.used,
+            accepting=accepting,
             allowed_listeners=admitted.get(index, _new_shard_admits(spec)),
             infrastructure=_infrastructure(spec, name, spec.hostname_for(index), modes[index]),
-            held_elsewhere=format_ports(usage.held_elsewhere(index, ports)),
-            extra_annotations=_record_annotations(spec, records, index, usage, ports, request),
+            held_elsewhere=_held_elsewhere(usage, index, ports, written.get(index)),
+            extra_annotations={
+                **_record_annotations(spec, records, index, usage, ports, request),
+                **window_annotations,
+            },
             client_address=modes[index],
         )
         if spec.wrap is not None:
             gateway = wrap(gateway, provider_config=provider_config)
-        seen = observed.get(index)
         programmed = _programmed(seen, spec)
         seen_live = live(seen, spec.wrap is not None)
         result.resources[gateway_key(index)] = Desired(gateway, programmed)
@@ -298,25 +351,32 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
             if spec.wrap is not None:
                 policy = wrap(policy, provider_config=provider_config)
             result.resources[proxy_protocol_key(index)] = Desired(policy, True)
-        shard_status.append(
-            {
-                "index": index,
-                "gateway": name,
-                "hostname": spec.hostname_for(index),
-                "ports": str(ports),
-                "capacity": capacity,
-                "used": used,
-                "free": free,
-                "address": first_address(seen_live or {}) or "",
-                "programmed": programmed,
-                "listenerDrift": drifted.shard(
-                    spec.namespace, name, seen_live, usage.seen.get(index, ())
-                ),
-                "clientAddress": modes[index],
-            }
-        )
+        previous_entry = previous_entries.get(index, {})
+        if window.mode == poolwindow.WINDOW and index != window.audit and seen is not None:
+            # Only the audited shard's listener sets were all read: the others keep the
+            # drift found at their last audit, with what their Gateway reports now.
+            listener_drift = drift.carried(previous_entry.get("listenerDrift"), seen_live)
+        else:
+            claims_seen = usage.seen.get(index, ())
+            listener_drift = drifted.shard(spec.namespace, name, seen_live, claims_seen)
+        entry = {
+            "index": index,
+            "gateway": name,
+            "hostname": spec.hostname_for(index),
+            "ports": str(ports),
+            "capacity": capacity,
+            "used": used,
+            "free": free,
+            "address": first_address(seen_live or {}) or "",
+            "programmed": programmed,
+            "listenerDrift": listener_drift,
+            "clientAddress": modes[index],
+        }
         if spec.rest_seconds:
-            shard_status[-1]["resting"] = len(usage.resting.get(index, ()))
+            entry["resting"] = len(usage.resting.get(index, ()))
+        if window.mode == poolwindow.WINDOW:
+            entry.update(_freshness(carried, seen_live, previous_entry, request))
+        shard_status.append(entry)
     _warn_all_namespaces(spec, admitted, count, result)
     listeners = sum(1 + s["used"] for s in shard_status)
     result.status = {
@@ -332,6 +392,7 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         "waiting": usage.waiting,
         "headroom": spec.headroom,  # for alerts on the free slots
         "listenerDrift": drift.totals(shard_status),
+        "view": _view_status(window, shard_status, count),
     }
     if spec.rest_seconds:
         result.status["totals"]["resting"] = sum(s["resting"] for s in shard_status)
@@ -352,6 +413,145 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
     if usage.strays:
         result.status["claimsOutsideSlice"] = sorted(usage.strays)
     return result
+
+
+def _window_shards(
+    spec: GatewayPool, request: StepRequest, observed: dict, written: dict, slices: "Slices"
+) -> dict[int, poolwindow.Shard]:
+    """Every shard the pool has (observed, or recorded in its status with its Gateway
+    missing) as the window sees it before reading anything."""
+    previous = _previous_entries(request, spec)
+    found = {}
+    for index in sorted(set(observed) | set(slices.recorded)):
+        ports = slices[index]
+        found[index] = poolwindow.read_shard(
+            index,
+            written.get(index, {}),
+            live(observed.get(index), spec.wrap is not None),
+            previous.get(index),
+            _capacity(spec, ports) - 1,
+            missing=index not in observed,
+        )
+    return found
+
+
+def shard_claims_requirement(spec: GatewayPool, index: int) -> Requirement:
+    return _pool(spec).claim_lookup(f"{CLAIMS}-shard-{index}", **{labels.SHARD: str(index)})
+
+
+def shard_listener_sets_requirement(spec: GatewayPool, index: int, *, audit: bool) -> Requirement:
+    """A shard's listener sets: every one when it is audited, else the Namespaced XRs'
+    (they hold no claim; a cluster-scoped tenant's port is its claim's)."""
+    flavour = FLAVOURS[spec.gatewayAPI]
+    match = {labels.POOL: spec.pool, labels.SHARD: str(index)}
+    name = f"{LISTENER_SETS}-shard-{index}"
+    if not audit:
+        match[labels.ROLE] = labels.PLACED_ROLE
+        name = f"{LISTENER_SETS}-placed-shard-{index}"
+    return Requirement(name, flavour.listenerset_api, flavour.listenerset_kind, match)
+
+
+def _read_window(
+    spec: GatewayPool, request: StepRequest, result: StepResult, window: poolwindow.Window
+) -> tuple[list | None, list | None]:
+    """The claims and listener sets of the window's shards; None while any is unread."""
+    claims: list | None = []
+    found: list | None = []
+    for index in sorted(window.shards):
+        claims_requirement_ = shard_claims_requirement(spec, index)
+        sets_requirement = shard_listener_sets_requirement(spec, index, audit=index == window.audit)
+        result.requirements += [claims_requirement_, sets_requirement]
+        objects = request.lookups.get(claims_requirement_.name)
+        sets = request.lookups.get(sets_requirement.name)
+        claims = None if objects is None or claims is None else claims + list(objects)
+        if sets is None or found is None:
+            found = None
+            continue
+        for obj in sets:
+            parsed = listeners.parse(obj)
+            if parsed is None:
+                kind = obj.get("kind", "object") if isinstance(obj, dict) else type(obj).__name__
+                result.results.append(
+                    Result(WARNING, f"skipped a {kind} returned by the listener set lookup")
+                )
+                continue
+            found.append(parsed)
+    return claims, found
+
+
+def _window_annotations(
+    window: poolwindow.Window,
+    carried: poolwindow.Shard | None,
+    written: dict | None,
+    seen: dict | None,
+    spec: GatewayPool,
+    *,
+    free: int,
+    accepting: bool,
+) -> dict[str, str]:
+    """The shard's free slots, for a pool recounted in windows: carried as they are when
+    it is not recounted; written after a recount only where it accepted no tenant before
+    and accepts none now (a tenant that read an older hint may still claim a slot)."""
+    if window.mode == poolwindow.FULL:
+        return {}
+    if carried is not None:
+        kept = fieldpath.mapping(written or {}, "metadata.annotations").get(labels.FREE)
+        return {labels.FREE: kept} if kept is not None and not carried.accepting else {}
+    was_accepting = fieldpath.mapping(written or {}, "metadata.labels").get(labels.ACCEPTING)
+    # A new shard accepted nobody before either.
+    if (seen is None or was_accepting == "false") and not accepting and free > 0:
+        return {labels.FREE: str(free)}
+    return {}
+
+
+def _held_elsewhere(usage: Usage, index: int, ports: Slice, written: dict | None) -> str:
+    """Ports of the slice that claims of other shards hold; a shard not recounted keeps
+    what its Gateway says."""
+    if index in usage.carried:
+        kept = fieldpath.mapping(written or {}, "metadata.annotations").get(labels.HELD_ELSEWHERE)
+        return kept if isinstance(kept, str) else ""
+    return format_ports(usage.held_elsewhere(index, ports))
+
+
+def _freshness(
+    carried: poolwindow.Shard | None, seen_live: dict | None, previous: dict, request
+) -> dict:
+    """When the shard's figures were counted, and what its Gateway reported then."""
+    if carried is None:  # recounted now
+        attached = fieldpath.get(seen_live or {}, "status.attachedListenerSets", None)
+        entry: dict = {"countedAt": poolwindow.format_time(request.now)}
+        if isinstance(attached, int | float) and not isinstance(attached, bool):
+            entry["attachedAtCount"] = int(attached)
+        return entry
+    entry = {}
+    if carried.counted is not None:
+        entry["countedAt"] = poolwindow.format_time(carried.counted)
+    if carried.attached_at_count is not None:
+        entry["attachedAtCount"] = carried.attached_at_count
+    return entry
+
+
+def _view_status(window: poolwindow.Window, shard_status: list[dict], count: int) -> dict:
+    """How the pool was read: whole (Full), or a window of shards (Window) with the oldest
+    count of any shard."""
+    view: dict = {"mode": window.mode, "recounted": count}
+    if window.mode == poolwindow.WINDOW:
+        view["recounted"] = sum(1 for s in shard_status if s["index"] in window.shards)
+        counted = [s.get("countedAt") for s in shard_status]
+        view["oldestCount"] = "" if None in counted else min(counted, default="")
+        view["bytesBudgeted"] = window.bytes
+    return view
+
+
+def _previous_entries(request: StepRequest, spec: GatewayPool) -> dict[int, dict]:
+    """The pool's previous status entries by shard index."""
+    entries = {}
+    for entry in (_previous_status(request, spec) or {}).get("shards") or ():
+        if isinstance(entry, dict):
+            index = entry.get("index")
+            if isinstance(index, int | float) and not isinstance(index, bool):
+                entries[int(index)] = entry
+    return entries
 
 
 def _observed_shards(request: StepRequest) -> dict[int, dict]:
@@ -431,6 +631,16 @@ def _records(
     for index, gateway in written.items():
         ports = slices[index]
         annotations = fieldpath.mapping(gateway, "metadata.annotations")
+        if index in usage.carried:
+            # Not recounted: its record stays as it is, and what rested still rests.
+            try:
+                previous = resting.read(annotations, ports.start, ports.width)
+            except resting.RecordError:
+                previous = None
+            if previous is not None:
+                records[index] = previous
+                usage.resting[index] = resting.resting(previous, previous.seen, request.now)
+            continue
         taken = usage.slice_taken(index, ports)
         try:
             previous = resting.read(annotations, ports.start, ports.width)
@@ -539,7 +749,14 @@ def _max_index(spec: GatewayPool, slices: "Slices") -> int:
 
 
 def _shard_count(
-    spec, usage: Usage, observed: dict, slices: Slices, *, complete: bool, result
+    spec,
+    usage: Usage,
+    observed: dict,
+    slices: Slices,
+    *,
+    complete: bool,
+    result,
+    window: poolwindow.Window,
 ) -> tuple[int, set[int]]:
     def free(count: int) -> int:
         return sum(
@@ -587,7 +804,12 @@ def _shard_count(
     # tenants (drains), and only a shard already observed draining and still empty goes.
     draining: set[int] = set()
     holding = max(usage.holding(), default=0)  # never below a shard that carries a tenant
-    while complete and count > max(spec.minShards, holding) and spare(count - 1) >= spec.headroom:
+    while (
+        complete
+        and count > max(spec.minShards, holding)
+        and spare(count - 1) >= spec.headroom
+        and window.recounts(count)  # a shard goes only right after a recount found it empty
+    ):
         if not _drained(observed.get(count), spec):
             draining.add(count)
             break
@@ -596,9 +818,14 @@ def _shard_count(
 
 
 def _drained(obj: dict | None, spec: GatewayPool) -> bool:
-    """Observed as not accepting and empty when the pool step last wrote it."""
+    """Observed as not accepting and empty when the pool step last wrote it, and its Gateway
+    reports no attached listener set (the Gateway controller's count, a cross-check)."""
     if obj is None:
         return True
+    reported = live(obj, spec.wrap is not None) or {}
+    attached = fieldpath.get(reported, "status.attachedListenerSets", 0)
+    if isinstance(attached, int | float) and not isinstance(attached, bool) and attached > 0:
+        return False
     gateway = obj if spec.wrap is None else claimlib.inner_manifest(obj)
     accepting = fieldpath.mapping(gateway, "metadata.labels").get(labels.ACCEPTING)
     used = fieldpath.mapping(gateway, "metadata.annotations").get(labels.USED)

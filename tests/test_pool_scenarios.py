@@ -16,6 +16,9 @@ from tests.simulator import Crossplane, Step
 from tests.world import POOL, World
 
 GATEWAY_API = "gateway.networking.k8s.io/v1"
+# The pool read whole every reconcile, and recounted in windows: a read budget of 40 KiB
+# holds fewer than two full shards of these pools (function/poolwindow.py).
+VIEWS = {"full": {}, "window": {"readBudgetKiB": 40}}
 
 
 class PoolWorld(World):
@@ -83,9 +86,10 @@ class PoolWorld(World):
         return needed
 
 
+@pytest.mark.parametrize("view", VIEWS)
 @pytest.mark.parametrize("mode", ["v2", "v1"])
-def test_exoscale_pool_grows_in_bursts_and_shrinks_without_moving_anyone(mode):
-    world = PoolWorld(mode=mode, provider="exoscale", capacity=10, headroom=3)
+def test_exoscale_pool_grows_in_bursts_and_shrinks_without_moving_anyone(mode, view):
+    world = PoolWorld(mode=mode, provider="exoscale", capacity=10, headroom=3, **VIEWS[view])
     world.reconcile_pool()
     assert len(world.shards()) == 1
     for burst in range(10):
@@ -123,9 +127,10 @@ def test_exoscale_pool_grows_in_bursts_and_shrinks_without_moving_anyone(mode):
     world.close()
 
 
+@pytest.mark.parametrize("view", VIEWS)
 @pytest.mark.parametrize("mode", ["v2", "v1"])
-def test_a_line_longer_than_the_headroom_is_served_by_new_shards_at_once(mode):
-    world = PoolWorld(mode=mode, provider="exoscale", capacity=10, headroom=3)
+def test_a_line_longer_than_the_headroom_is_served_by_new_shards_at_once(mode, view):
+    world = PoolWorld(mode=mode, provider="exoscale", capacity=10, headroom=3, **VIEWS[view])
     world.reconcile_pool()
     names = [f"t{i:02d}" for i in range(25)]
     for name in names:
