@@ -7,14 +7,19 @@ what the lookups add to a request grows with the window, not with the pool:
 * A shard's facts are carried on its Gateway from its last recount: `used`, and `free` (only
   where it is a lower bound, see below). Its status entry says when that was (`countedAt`)
   and how many listener sets the Gateway reported then (`attachedAtCount`).
-* Each reconcile recounts, within the budget and in this order: the trailing shards that
-  carry nothing (they cost nothing to read, and only a recounted shard is ever removed), the
-  shard counted longest ago (so every shard is recounted within as many reconciles as the
-  pool has shards, and much sooner with a budget of several), shards whose Gateway is
-  missing, the accepting shards (tenants land there), shards whose Gateway now reports a
-  different number of attached listener sets than at their last recount (a tenant came or
-  went: `status.attachedListenerSets` is the Gateway controller's, a cheap cross-check),
-  shards that were counted with free slots, and then the rest, oldest count first.
+* Each reconcile recounts the lowest accepting shard and the shard counted longest ago
+  (so every shard is recounted within as many reconciles as the pool has shards, and much
+  sooner when the budget holds several), then, within the budget and in this order: the
+  trailing shards that carry nothing (they cost nothing to read, and only a recounted
+  shard is ever removed), shards whose Gateway is missing, the other accepting shards
+  (tenants land there), shards whose Gateway reports another number of attached listener
+  sets than at their last recount (a tenant came or went: `status.attachedListenerSets`
+  is the Gateway controller's count, a cheap cross-check), shards counted with free slots
+  in reserve, and the rest, oldest count first.
+* A recount reads the shard's claims and the listener sets Namespaced XRs placed on it
+  (they hold no claim). When the budget has room left, the shard counted longest ago is
+  audited: all its listener sets are read, and its listener drift is found anew; the
+  others keep the drift of their last audit.
 * A shard outside the window never accepts tenants: its count may be behind. Its free
   slots count towards the headroom only when they were counted while it already accepted
   nobody (`free` on its Gateway), so a tenant that read an older "accepting" could not
@@ -79,7 +84,7 @@ class Shard:
 class Window:
     mode: str  # FULL or WINDOW
     shards: frozenset[int]  # recounted in this reconcile
-    audit: int | None  # the one whose every listener set is read too (WINDOW only)
+    audit: int | None  # the one whose every listener set is read too (WINDOW, budget allowing)
     bytes: int  # the estimated size of what their lookups return
 
     def recounts(self, index: int) -> bool:
@@ -127,11 +132,10 @@ def choose(shards: list[Shard], budget: int, wrapped: bool) -> Window:
     by_index = sorted(shards, key=lambda shard: shard.index)
     never = datetime.datetime.min.replace(tzinfo=datetime.UTC)
     oldest = sorted(by_index, key=lambda shard: (shard.counted or never, shard.index))
-    audit = oldest[0]
     accepting = [shard for shard in by_index if shard.accepting]
-    chosen = {audit.index, *(shard.index for shard in accepting[:1])}
+    forced = [*accepting[:1], oldest[0]]
+    chosen = {shard.index for shard in forced}
     spent = sum(shard.cost * per_slot for shard in by_index if shard.index in chosen)
-    spent += audit.cost * LISTENER_SET_BYTES
     trailing = []
     for shard in reversed(by_index):
         if not shard.empty:
@@ -151,7 +155,13 @@ def choose(shards: list[Shard], budget: int, wrapped: bool) -> Window:
             continue
         chosen.add(shard.index)
         spent += cost
-    return Window(WINDOW, frozenset(chosen), audit.index, spent)
+    # The audit: the shard counted longest ago has every listener set read too (its
+    # drift), when the budget has room for them after the counts.
+    audit = oldest[0]
+    if spent + audit.cost * LISTENER_SET_BYTES <= budget:
+        spent += audit.cost * LISTENER_SET_BYTES
+        return Window(WINDOW, frozenset(chosen), audit.index, spent)
+    return Window(WINDOW, frozenset(chosen), None, spent)
 
 
 def accepting(
