@@ -106,10 +106,12 @@ def read_shard(
     annotations = fieldpath.mapping(written, "metadata.annotations")
     accepting = meta_labels.get(labels.ACCEPTING) == "true"
     free = _whole(annotations.get(FREE))
+    used = _whole(annotations.get(labels.USED))
+    room = max(0, slots - (used or 0))  # a lowered capacity leaves less
     return Shard(
         index=index,
-        used=_whole(annotations.get(labels.USED)),
-        free=0 if accepting or free is None else min(free, slots),
+        used=used,
+        free=0 if accepting or free is None else min(free, room),
         accepting=accepting,
         slots=slots,
         attached=_whole(fieldpath.get(live or {}, "status.attachedListenerSets", None)),
@@ -126,7 +128,8 @@ def choose(shards: list[Shard], budget: int, wrapped: bool) -> Window:
     what the first call of a reconcile has (its observed Gateways and previous status), so
     it is the same in every call of the requirement loop."""
     per_slot = SLOT_BYTES[wrapped]
-    whole = sum(shard.cost for shard in shards) * per_slot
+    # A full read takes every claim and every tenant listener set of the pool.
+    whole = sum(shard.cost for shard in shards) * (per_slot + LISTENER_SET_BYTES)
     if whole <= budget:
         return Window(FULL, frozenset(shard.index for shard in shards), None, whole)
     by_index = sorted(shards, key=lambda shard: shard.index)

@@ -336,3 +336,17 @@ def test_a_random_history_keeps_every_invariant_of_the_full_read(seed):
 def _at(cluster: Cluster) -> str:
     """The countedAt of the last reconcile."""
     return poolwindow.format_time(cluster.now - datetime.timedelta(minutes=1))
+
+
+def test_a_port_freed_on_a_shard_outside_the_window_rests_from_its_next_recount():
+    cluster = filled(10, spec(portRest="1h"))
+    latest = _at(cluster)
+    carried = [s["index"] for s in cluster.status["shards"] if s["countedAt"] != latest]
+    target = max(i for i in carried if cluster.entry(i)["used"] == SLOTS)
+    [lease, *_] = cluster.on_shard(target)
+    cluster.delete_tenant(int(lease["metadata"]["labels"][labels.PORT]))
+    cluster.reconcile()  # its Gateway reports one listener set fewer: recounted now
+    assert cluster.entry(target)["countedAt"] == _at(cluster)
+    assert cluster.entry(target)["used"] == SLOTS - 1
+    assert cluster.entry(target)["resting"] == 1  # its record was kept while carried
+    assert cluster.entry(target)["free"] == 0

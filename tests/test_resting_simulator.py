@@ -89,6 +89,11 @@ class Ledger:
                 assert rested >= REST, f"port {port} went to another tenant {rested}s after"
 
 
+# The pool read whole, and recounted in windows (10 KiB: under one full shard of three).
+VIEWS = {"full": {}, "window": {"readBudgetKiB": 10}}
+
+
+@pytest.mark.parametrize("view", VIEWS)
 @pytest.mark.parametrize("mode", ["v2", "v1"])
 @settings(
     max_examples=max(1, int(4 * SCALE)),
@@ -96,8 +101,8 @@ class Ledger:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(data=st.data())
-def test_no_port_reaches_another_tenant_within_port_rest_of_its_release(mode, data):
-    world = resting_world(mode, portRest=f"{REST}s")
+def test_no_port_reaches_another_tenant_within_port_rest_of_its_release(mode, view, data):
+    world = resting_world(mode, portRest=f"{REST}s", **VIEWS[view])
     ledger = Ledger(world)
     ledger.pool_step()
     born = 0
