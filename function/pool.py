@@ -241,15 +241,26 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
     }
     slices = _recorded_slices(spec, request, written)
     shards = _window_shards(spec, request, observed, written, slices)
-    window = poolwindow.choose(list(shards.values()), spec.read_budget, spec.wrap is not None)
-    if window.mode == poolwindow.FULL:
+    waiting_tickets = request.lookups.get(TICKETS)
+    wrapped = spec.wrap is not None
+    if poolwindow.full_view(list(shards.values()), spec.read_budget, wrapped):
+        window = poolwindow.Window(poolwindow.FULL, frozenset(shards), None, 0)
         result.requirements += [claims_requirement(spec), tickets_requirement(spec)]
         objects = request.lookups.get(CLAIMS)
         listener_sets = read_listener_sets(spec, request, result)
     else:
+        # The tickets first: what they take of the budget is what the window may not.
         result.requirements.append(tickets_requirement(spec))
-        objects, listener_sets = _read_window(spec, request, result, window)
-    waiting_tickets = request.lookups.get(TICKETS)
+        objects = listener_sets = None
+        if waiting_tickets is not None:
+            window = poolwindow.choose(
+                list(shards.values()),
+                spec.read_budget,
+                wrapped,
+                headroom=spec.headroom,
+                tickets=len(waiting_tickets),
+            )
+            objects, listener_sets = _read_window(spec, request, result, window)
     if objects is None or listener_sets is None or waiting_tickets is None:
         # Not read yet: keep every Gateway as it is.
         for index, obj in observed.items():
@@ -304,6 +315,7 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
     )
     shard_status = []
     drifted = drift.Drift(listener_sets, usage.held, request.now)
+    placed = _placed(spec, listener_sets, recounted)
     for index in range(1, count + 1):
         used = usage.used(index)
         ports = slices[index]
@@ -375,7 +387,16 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         if spec.rest_seconds:
             entry["resting"] = len(usage.resting.get(index, ()))
         if window.mode == poolwindow.WINDOW:
+            if carried is None:
+                entry["placed"] = placed.get(index, 0)
+            elif carried.placed is not None:
+                entry["placed"] = carried.placed
             entry.update(_freshness(carried, seen_live, previous_entry, request))
+            audited = poolwindow.audited(previous_entry)
+            if index == window.audit:
+                entry["auditedAt"] = poolwindow.format_time(request.now)
+            elif audited is not None:
+                entry["auditedAt"] = poolwindow.format_time(audited)
         shard_status.append(entry)
     _warn_all_namespaces(spec, admitted, count, result)
     listeners = sum(1 + s["used"] for s in shard_status)
@@ -413,6 +434,27 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
     if usage.strays:
         result.status["claimsOutsideSlice"] = sorted(usage.strays)
     return result
+
+
+def _placed(
+    spec: GatewayPool, found: list[listeners.TenantListeners], shards: set[int]
+) -> dict[int, int]:
+    """Listener sets Namespaced XRs placed on each shard, as `_count_listeners` counts them:
+    what recounting the shard costs beyond its claims."""
+    by_parent = {
+        listeners.gateway_parent(spec.namespace, gateway_name(spec, index)): index
+        for index in shards
+    }
+    counts: dict[int, int] = {}
+    for listener_set in found:
+        index = by_parent.get(listener_set.parent)
+        if (
+            index is not None
+            and not listener_set.refused
+            and listener_set.role == labels.PLACED_ROLE
+        ):
+            counts[index] = counts.get(index, 0) + 1
+    return counts
 
 
 def _window_shards(

@@ -15,11 +15,15 @@ what the lookups add to a request grows with the window, not with the pool:
   (tenants land there), shards whose Gateway reports another number of attached listener
   sets than at their last recount (a tenant came or went: `status.attachedListenerSets`
   is the Gateway controller's count, a cheap cross-check), shards counted with free slots
-  in reserve, and the rest, oldest count first.
+  in reserve (while the accepting ones have less room than the headroom), the audit
+  below, and the rest, oldest count first.
 * A recount reads the shard's claims and the listener sets Namespaced XRs placed on it
-  (they hold no claim). When the budget has room left, the shard counted longest ago is
-  audited: all its listener sets are read, and its listener drift is found anew; the
-  others keep the drift of their last audit.
+  (they hold no claim). Before the rest of the rotation, and when the budget has room, the
+  shard audited longest ago is audited: all its listener sets are read, and its listener
+  drift is found anew (`auditedAt`); the others keep the drift of their last audit.
+* The tickets are read first, in a call of their own: what they take of the budget (a
+  burst of waiting tenants) the window may not. When they take it all, only the lowest
+  accepting shard is recounted.
 * A shard outside the window never accepts tenants: its count may be behind. Its free
   slots count towards the headroom only when they were counted while it already accepted
   nobody (`free` on its Gateway), so a tenant that read an older "accepting" could not
@@ -38,12 +42,13 @@ from function import fieldpath, labels
 FULL = "Full"
 WINDOW = "Window"
 
-# What one tenant slot adds to the pool step's request when its shard is recounted: its
-# claim (a Lease, ~1 KiB; ~2.8 KiB as a provider-kubernetes Object with the provider's copy
-# in its status) or, for a Namespaced XR, its listener set (~2.2 KiB with status and managed
-# fields), rounded up. The audited shard's listener sets are read too (LISTENER_SET_BYTES).
-SLOT_BYTES = {False: 2_400, True: 3_000}  # by wrapped
-LISTENER_SET_BYTES = 2_400
+# What each object adds to a request, as Crossplane sends it (measured with managed fields
+# and status, `bench/RESULTS.md`), rounded up: a claim is a Lease, or as a
+# provider-kubernetes Object it carries the provider's copy in its status; a tenant listener
+# set carries its Gateway's report; a ticket is a Lease or an Object like a claim.
+CLAIM_BYTES = {False: 1_200, True: 3_200}  # by wrapped
+LISTENER_SET_BYTES = 5_000
+TICKET_BYTES = {False: 1_100, True: 2_300}
 
 # On a shard Gateway, written by the pool step after a recount made while the shard already
 # accepted no tenant: its free slots then, a lower bound until its next recount.
@@ -62,12 +67,30 @@ class Shard:
     attached: int | None  # status.attachedListenerSets now (None: not reported)
     attached_at_count: int | None  # ... as recorded at the last recount
     counted: datetime.datetime | None  # the last recount (None: never, or status lost)
+    placed: int | None = None  # Namespaced XRs' listener sets at the last count
+    audited: datetime.datetime | None = None  # the last audit of all its listener sets
     missing: bool = False  # recorded in the pool's status, its Gateway not observed
 
     @property
-    def cost(self) -> int:
-        """Tenant objects a recount reads: as many as it counted, a full shard if unknown."""
+    def tenants(self) -> int:
+        """Tenants a recount finds: as many as it counted, a full shard if unknown."""
         return self.slots if self.used is None else min(self.used, self.slots)
+
+    def count_bytes(self, wrapped: bool) -> int:
+        """What a recount reads: its claims and the listener sets Namespaced XRs placed
+        (all of them listener sets where the last count is unknown)."""
+        placed = self.tenants if self.placed is None else min(self.placed, self.tenants)
+        return (self.tenants - placed) * CLAIM_BYTES[wrapped] + placed * LISTENER_SET_BYTES
+
+    def audit_bytes(self) -> int:
+        """What an audit reads beyond the count: every other listener set on it."""
+        placed = self.tenants if self.placed is None else min(self.placed, self.tenants)
+        return (self.tenants - placed) * LISTENER_SET_BYTES
+
+    @property
+    def room(self) -> int:
+        """Free slots by its last count (an accepting shard's own count may be behind)."""
+        return max(0, self.slots - self.tenants)
 
     @property
     def changed(self) -> bool:
@@ -117,54 +140,80 @@ def read_shard(
         attached=_whole(fieldpath.get(live or {}, "status.attachedListenerSets", None)),
         attached_at_count=_whole((previous or {}).get("attachedAtCount")),
         counted=_time((previous or {}).get("countedAt")),
+        placed=_whole((previous or {}).get("placed")),
+        audited=audited(previous),
         missing=missing,
     )
 
 
-def choose(shards: list[Shard], budget: int, wrapped: bool) -> Window:
-    """The shards to recount: every one when the whole pool fits `budget` bytes, else a
-    window in the order the module describes. The lowest accepting shard and the one
-    counted longest ago are always in it, whatever the budget. The choice depends only on
-    what the first call of a reconcile has (its observed Gateways and previous status), so
-    it is the same in every call of the requirement loop."""
-    per_slot = SLOT_BYTES[wrapped]
-    # A full read takes every claim and every tenant listener set of the pool.
-    whole = sum(shard.cost for shard in shards) * (per_slot + LISTENER_SET_BYTES)
-    if whole <= budget:
-        return Window(FULL, frozenset(shard.index for shard in shards), None, whole)
+def audited(previous: dict | None) -> datetime.datetime | None:
+    """When the shard's listener sets were last all read, by its previous status entry."""
+    return _time((previous or {}).get("auditedAt"))
+
+
+def full_view(shards: list[Shard], budget: int, wrapped: bool) -> bool:
+    """Whether the whole pool fits the budget: every claim and every tenant listener set.
+    Decided on the observed Gateways and the previous status alone, before any lookup."""
+    claims = sum(shard.tenants - min(shard.placed or 0, shard.tenants) for shard in shards)
+    listener_sets = sum(shard.tenants for shard in shards)
+    return claims * CLAIM_BYTES[wrapped] + listener_sets * LISTENER_SET_BYTES <= budget
+
+
+def choose(
+    shards: list[Shard], budget: int, wrapped: bool, *, headroom: int, tickets: int = 0
+) -> Window:
+    """The shards to recount in a pool beyond the budget, in the order the module
+    describes, within what the budget leaves after the `tickets` read. The lowest accepting
+    shard is always in it; the shard counted longest ago too, unless the tickets alone
+    take the budget (a burst: rotation waits). The choice depends only on the observed
+    Gateways, the previous status and the tickets, so it is the same in every later call
+    of the requirement loop."""
+    budget -= tickets * TICKET_BYTES[wrapped]
     by_index = sorted(shards, key=lambda shard: shard.index)
     never = datetime.datetime.min.replace(tzinfo=datetime.UTC)
     oldest = sorted(by_index, key=lambda shard: (shard.counted or never, shard.index))
     accepting = [shard for shard in by_index if shard.accepting]
-    forced = [*accepting[:1], oldest[0]]
+    forced = [*accepting[:1], *(oldest[:1] if budget > 0 else ())]
     chosen = {shard.index for shard in forced}
-    spent = sum(shard.cost * per_slot for shard in by_index if shard.index in chosen)
+    spent = sum(shard.count_bytes(wrapped) for shard in by_index if shard.index in chosen)
     trailing = []
     for shard in reversed(by_index):
         if not shard.empty:
             break
         trailing.append(shard)
-    order = [
+    # Shards in reserve are recounted (and so may open) only while the accepting ones
+    # have less room than the headroom by their last counts.
+    short = sum(shard.room for shard in accepting) < headroom
+    urgent = [
         *trailing,
         *(shard for shard in by_index if shard.missing),
         *accepting,
         *(shard for shard in by_index if shard.changed),
-        *(shard for shard in by_index if shard.free > 0),
-        *oldest,
+        *(shard for shard in by_index if shard.free > 0 and short),
     ]
-    for shard in order:
-        cost = shard.cost * per_slot
-        if shard.index in chosen or (cost and spent + cost > budget):
-            continue
-        chosen.add(shard.index)
-        spent += cost
-    # The audit: the shard counted longest ago has every listener set read too (its
-    # drift), when the budget has room for them after the counts.
-    audit = oldest[0]
-    if spent + audit.cost * LISTENER_SET_BYTES <= budget:
-        spent += audit.cost * LISTENER_SET_BYTES
-        return Window(WINDOW, frozenset(chosen), audit.index, spent)
-    return Window(WINDOW, frozenset(chosen), None, spent)
+
+    def take(candidates: list[Shard]) -> None:
+        nonlocal spent
+        for shard in candidates:
+            cost = shard.count_bytes(wrapped)
+            if shard.index in chosen or (cost and spent + cost > budget):
+                continue
+            chosen.add(shard.index)
+            spent += cost
+
+    take(urgent)
+    # The audit, before the rest of the rotation: the shard audited longest ago is counted
+    # with every listener set on it (its drift), when the budget has room for them.
+    audit = min(by_index, key=lambda shard: (shard.audited or never, shard.index), default=None)
+    if audit is not None:
+        cost = audit.audit_bytes() + (0 if audit.index in chosen else audit.count_bytes(wrapped))
+        if spent + cost <= budget:
+            chosen.add(audit.index)
+            spent += cost
+        else:
+            audit = None
+    take(oldest)
+    return Window(WINDOW, frozenset(chosen), audit.index if audit else None, spent)
 
 
 def accepting(
@@ -186,7 +235,7 @@ def accepting(
     open_ = sorted(index for index, count in free.items() if count > 0)
     if window.mode == FULL:
         return set(open_)
-    per_slot = SLOT_BYTES[wrapped]
+    per_slot = CLAIM_BYTES[wrapped]  # what an accepting shard, filled, costs to recount
     chosen: set[int] = set()
     spent = covered = 0
     for index in open_:

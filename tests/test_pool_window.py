@@ -214,7 +214,10 @@ def test_the_window_is_the_same_in_every_call_of_a_reconcile():
     for _ in range(12):
         cluster.add_where_accepting()
         cluster.reconcile()
-        first, *rest = cluster.calls
+        # The tickets first (what they take of the budget, the window may not), then
+        # the same window in every call.
+        tickets, first, *rest = cluster.calls
+        assert tickets == [pool.TICKETS]
         assert all(call == first for call in rest), cluster.calls
 
 
@@ -350,3 +353,29 @@ def test_a_port_freed_on_a_shard_outside_the_window_rests_from_its_next_recount(
     assert cluster.entry(target)["used"] == SLOTS - 1
     assert cluster.entry(target)["resting"] == 1  # its record was kept while carried
     assert cluster.entry(target)["free"] == 0
+
+
+def test_a_squatters_listener_set_is_found_by_the_audit_and_stays_reported():
+    cluster = filled(10, spec(readBudgetKiB=80))  # room for an audit beside the counts
+    squatter = tenant_listener_set(10025, 3, namespace="intruder", accepted=True)
+    squatter["metadata"]["labels"] = {}  # nothing of the pool's: no count lookup finds it
+    cluster.objects.append(squatter)
+    found = None
+    for reconcile in range(1, 16):
+        cluster.reconcile()
+        if cluster.status["listenerDrift"]["foreign"]:
+            found = reconcile
+            break
+    assert cluster.status["view"]["mode"] == "Window"
+    assert found is not None, [s.get("listenerDrift") for s in cluster.status["shards"]]
+    assert cluster.entry(3)["listenerDrift"]["foreign"] == 1
+    for _ in range(3):  # shards audited before keep what their audit found
+        cluster.reconcile()
+        assert cluster.entry(3)["listenerDrift"] == {
+            "attached": SLOTS + 1,
+            "foreign": 1,
+            "unclaimed": 0,
+            "unattached": 0,
+            "refused": 0,
+            "noAddress": True,
+        }
