@@ -255,17 +255,29 @@ def listener_set_object(
         ],
     }
     md = obj["metadata"]
-    applied = {
-        "metadata": {
-            key: md[key] for key in ("labels", "annotations", "ownerReferences") if key in md
-        },
-        "spec": obj["spec"],
-    }
-    md["managedFields"] = [
-        managed_fields(obj, manager, "Apply", applied),
-        managed_fields(obj, "envoy-gateway", "Update", {"status": obj["status"]}, "status"),
-    ]
+    shape = (mode, gateway_api)
+    if shape not in _LISTENER_SET_FIELDS:  # the same field sets on every tenant's
+        applied = {
+            "metadata": {key: md[key] for key in ("labels", "annotations") if key in md},
+            "spec": obj["spec"],
+        }
+        _LISTENER_SET_FIELDS[shape] = (
+            managed_fields(obj, "", "Apply", applied),
+            managed_fields(obj, "envoy-gateway", "Update", {"status": obj["status"]}, "status"),
+        )
+    spec_fields, status_fields = _LISTENER_SET_FIELDS[shape]
+    spec_fields = {**spec_fields, "manager": manager}
+    if "ownerReferences" in md:  # its owner's, keyed by uid
+        owned = _fields_v1({"metadata": {"ownerReferences": md["ownerReferences"]}})
+        spec_fields["fieldsV1"] = {
+            **spec_fields["fieldsV1"],
+            "f:metadata": {**spec_fields["fieldsV1"]["f:metadata"], **owned["f:metadata"]},
+        }
+    md["managedFields"] = [spec_fields, status_fields]
     return obj
+
+
+_LISTENER_SET_FIELDS: dict[tuple[str, str], tuple[dict, dict]] = {}
 
 
 def managed_fields(
