@@ -88,7 +88,8 @@ QUICK_REPLAY_ABOVE = 5_000
 MAX_RECONCILES = 400
 STEADY_RECONCILES = 2  # real reconciles after the cycle (or the seeded state), then measured
 INTERVAL = datetime.timedelta(seconds=60)  # Crossplane's default poll interval
-CONVERGENCE_CLAIMS = 10_000
+DELETION_SIZES = (10_000,)  # a deletion wave takes about a recount cycle: 10,000 only
+BURST_SIZES = (10_000, 50_000)  # a burst takes a reconcile or two, on the measured pool
 DELETIONS = 1_000
 WAITING = 300  # live tickets of a burst of new tenants: beyond the headroom (5)
 
@@ -356,8 +357,10 @@ def measure(
     rounds: int,
     budget_kib: int | None = None,
     replay_above: int = REPLAY_ABOVE,
+    burst: int = 0,
 ) -> dict:
-    """The steady-state reconcile of a pool of `claims` tenants, and its recount cycle."""
+    """The steady-state reconcile of a pool of `claims` tenants, and its recount cycle; with
+    `burst`, then that many tenants in line at once on the same pool (`after_burst`)."""
     pool = build(mode, claims, budget_kib=budget_kib)
     replayed = claims > replay_above
     replay_cycle, counted = replay(pool)
@@ -384,7 +387,11 @@ def measure(
     sizes = loop.sizes
     largest = max(range(len(sizes)), key=sizes.__getitem__)
     reconcile_cpu = sum(t.cpu for t in timed)
-    return {
+    found = {
+        "payloads": [q.SerializeToString() for q in loop.requests],
+        "burst": after_burst(pool, burst) if burst else None,
+    }
+    return found | {
         "mode": mode,
         "claims": claims,
         "shards": len(pool.shape.used),
@@ -402,7 +409,6 @@ def measure(
         "recount": recount,
         "replay": replay_cycle,
         "replayed": replayed,
-        "payloads": [q.SerializeToString() for q in loop.requests],
     }
 
 
@@ -431,10 +437,11 @@ def after_deletions(mode: str, claims: int, deletions: int, seed_: int = 17) -> 
     touched = {(p - 10000) // 100 + 1 for p in ports}
     for index in pool.gateways:
         set_attached(pool, index)
-    largest = 0
+    largest, recounted = 0, []
     for n in range(1, MAX_RECONCILES + 1):
         loop = reconcile(pool)
         largest = max(largest, *loop.sizes)
+        recounted.append(int(pool.view.get("recounted", 0)))
         wrong = [s["index"] for s in pool.shards if s["used"] != pool.truth(s["index"])]
         if not wrong:
             return {
@@ -442,19 +449,20 @@ def after_deletions(mode: str, claims: int, deletions: int, seed_: int = 17) -> 
                 "claims": claims,
                 "what": f"{deletions:,} deletions on {len(touched)} shards",
                 "reconciles": n,
+                "recounted": recounted,
                 "largest": largest,
                 "shards": f"{len(pool.shape.used)} -> {len(pool.shards)}",
             }
     raise RuntimeError(f"used not right after {MAX_RECONCILES} reconciles")
 
 
-def after_burst(mode: str, claims: int, waiting: int) -> dict:
-    """`waiting` new tenants in line at once (live tickets, no claim yet): reconciles until
-    the pool's free slots cover them and its headroom."""
-    pool = steady(mode, claims)
+def after_burst(pool: Pool, waiting: int) -> dict:
+    """`waiting` new tenants in line at once (live tickets, no claim yet) on a pool in steady
+    state: reconciles until the pool's free slots cover them and its headroom."""
+    mode, claims = pool.mode, pool.shape.tenants
     before = pool.status["pool"]["totals"]["shards"]
     pool.waiting = waiting
-    largest, tickets = 0, 0
+    largest, tickets, recounted = 0, 0, []
     headroom = int(pool.spec["headroom"])
     for n in range(1, 21):
         loop = reconcile(pool)
@@ -463,12 +471,14 @@ def after_burst(mode: str, claims: int, waiting: int) -> dict:
                 largest = q.ByteSize()
                 tickets = lookup_bytes(q).get("tickets", 0)
         status = pool.status["pool"]
+        recounted.append(int(pool.view.get("recounted", 0)))
         if status["waiting"] == waiting and status["totals"]["free"] - waiting >= headroom:
             return {
                 "mode": mode,
                 "claims": claims,
                 "what": f"{waiting} waiting tenants (live tickets)",
                 "reconciles": n,
+                "recounted": recounted,
                 "largest": largest,
                 "tickets": tickets,
                 "shards": f"{before:.0f} -> {status['totals']['shards']:.0f}",
@@ -505,11 +515,17 @@ def rss(pool_payloads: list[bytes], quick: bool) -> dict:
 # -- the section --------------------------------------------------------------------------
 
 
+def _spread(values: list[int]) -> str:
+    low, high = min(values), max(values)
+    return str(low) if low == high else f"{low}-{high} (median {sorted(values)[len(values) // 2]})"
+
+
 def run(
     quick: bool = False,
     sizes: tuple[int, ...] | None = None,
     *,
     convergence: tuple[int, ...] | None = None,
+    bursts: tuple[int, ...] | None = None,
     with_rss: bool | None = None,
     budget_kib: int | None = None,
     replay_above: int | None = None,
@@ -518,7 +534,9 @@ def run(
     sizes = sizes or (QUICK_SIZES if quick else SIZES)
     rounds = 1 if quick else 3
     if convergence is None:
-        convergence = () if quick else (CONVERGENCE_CLAIMS,)
+        convergence = () if quick else DELETION_SIZES
+    if bursts is None:
+        bursts = () if quick else BURST_SIZES
     with_rss = (not quick) if with_rss is None else with_rss
     if replay_above is None:
         replay_above = QUICK_REPLAY_ABOVE if quick else REPLAY_ABOVE
@@ -528,7 +546,12 @@ def run(
             log(f"poolsize: {mode}, {claims:,} claims")
             results.append(
                 measure(
-                    mode, claims, rounds=rounds, budget_kib=budget_kib, replay_above=replay_above
+                    mode,
+                    claims,
+                    rounds=rounds,
+                    budget_kib=budget_kib,
+                    replay_above=replay_above,
+                    burst=WAITING if claims in bursts else 0,
                 )
             )
     section = Section(
@@ -648,32 +671,32 @@ def run(
             ),
         )
     )
-    if convergence:
+    changes = [r["burst"] for r in results if r["burst"]]
+    for claims in convergence:
+        for mode in MODES:
+            log(f"poolsize: {DELETIONS:,} deletions, {mode}, {claims:,} claims")
+            changes.append(after_deletions(mode, claims, DELETIONS))
+    if changes:
         conv_rows = []
-        for claims in convergence:
-            for mode in MODES:
-                log(f"poolsize: convergence, {mode}, {claims:,} claims")
-                for found in (
-                    after_deletions(mode, claims, DELETIONS),
-                    after_burst(mode, claims, WAITING),
-                ):
-                    conv_rows.append(
-                        (
-                            found["mode"],
-                            f"{found['claims']:,}",
-                            found["what"],
-                            found["reconciles"],
-                            found["shards"],
-                            fmt_bytes(found["largest"]),
-                            verdict(found["largest"] < REQUEST_TARGET),
-                            fmt_bytes(found["tickets"]) if "tickets" in found else "",
-                        )
-                    )
-                    if found["largest"] >= REQUEST_TARGET:
-                        notes.append(
-                            f"MISSED: {mode} at {claims:,} claims, {found['what']}: a request "
-                            f"of {fmt_bytes(found['largest'])}."
-                        )
+        for found in sorted(changes, key=lambda f: ("tickets" in f, f["claims"])):
+            conv_rows.append(
+                (
+                    found["mode"],
+                    f"{found['claims']:,}",
+                    found["what"],
+                    found["reconciles"],
+                    _spread(found["recounted"]),
+                    found["shards"],
+                    fmt_bytes(found["largest"]),
+                    verdict(found["largest"] < REQUEST_TARGET),
+                    fmt_bytes(found["tickets"]) if "tickets" in found else "",
+                )
+            )
+            if found["largest"] >= REQUEST_TARGET:
+                notes.append(
+                    f"MISSED: {found['mode']} at {found['claims']:,} claims, {found['what']}: "
+                    f"a request of {fmt_bytes(found['largest'])}."
+                )
         section.tables.append(
             (
                 "Convergence from the steady state. Deletions: tenants deleted at random "
@@ -688,6 +711,7 @@ def run(
                         "claims",
                         "change",
                         "reconciles",
+                        "shards recounted per reconcile",
                         "shards",
                         "largest",
                         "< 4 MiB",
@@ -741,7 +765,7 @@ def run(
                 f"claims (target < {RSS_TARGET_MIB} MiB)."
             )
     for r in results:
-        del r["payloads"]
+        del r["payloads"], r["burst"]
     section.notes.extend(notes)
     section.seconds = time.perf_counter() - started
     print(machine_line())

@@ -14,6 +14,7 @@ def test_poolsize_reports_both_modes_the_recount_cycle_and_the_verdicts():
         sizes=(300, 3000),
         budget_kib=BUDGET_KIB,
         convergence=(),
+        bursts=(),
         with_rss=False,
         replay_above=1000,
     )
@@ -52,7 +53,7 @@ def test_lookups_do_not_grow_with_the_pool_beyond_its_budget():
 
 
 def test_a_burst_of_waiting_tenants_grows_the_pool():
-    found = poolsize.after_burst("v2", 300, 120)
+    found = poolsize.after_burst(poolsize.steady("v2", 300), 120)
     before, after = (int(n) for n in found["shards"].split(" -> "))
     assert after > before
     assert found["tickets"] > 0
