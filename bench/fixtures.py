@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import json
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -28,7 +29,10 @@ from function.allocation import Requirement
 from function.builders.gateway import shard_gateway
 from function.builders.lease import claim as build_claim
 from function.builders.lease import ticket as build_ticket
+from function.builders.listenerset import listener_set
 from function.builders.object import wrap
+from function.flavours import FLAVOURS
+from function.names import label_value
 from function.tickets import DEFAULT_TTL, micro_time, ticket_name
 from tests import world as world_module
 from tests.factories import NS
@@ -146,7 +150,14 @@ def gateway_object(pool: str, index: int, used: int, accepting: bool) -> dict:
         },
     )
     obj = served(obj, owner=(f"{pool}-pool", _uid(7)), key=f"gateway-{index}")
-    obj["status"] = {
+    obj["status"] = gateway_status(index, used)
+    return obj
+
+
+def gateway_status(index: int, attached: int) -> dict:
+    """A shard Gateway's status as the Gateway controller writes it: its address, conditions,
+    its own listener, and `attached` tenant listener sets."""
+    return {
         "addresses": [{"type": "IPAddress", "value": f"203.0.{index // 250}.{index % 250 + 1}"}],
         "conditions": [_condition("Accepted"), _condition("Programmed")],
         "listeners": [
@@ -162,15 +173,14 @@ def gateway_object(pool: str, index: int, used: int, accepting: bool) -> dict:
                 ],
             }
         ],
-        "attachedListenerSets": used,
+        "attachedListenerSets": attached,
     }
-    return obj
 
 
 def claim_object(pool: str, index: int, port: int, tenant: int, mode: str) -> dict:
     """One tenant's claim: a Lease (v2), or the provider-kubernetes Object wrapping it
     (v1.20), as the API server returns it."""
-    owner = f"{pool}-t{tenant}"
+    owner = tenant_name(pool, tenant)
     owner_uid = _uid(tenant + 1)
     lease = build_claim(
         name=f"tcp-{pool}-{port}",
@@ -193,8 +203,132 @@ def claim_object(pool: str, index: int, port: int, tenant: int, mode: str) -> di
     return obj
 
 
-def ticket_object(pool: str, tenant: int, mode: str) -> dict:
-    """A waiting tenant's ticket: a Lease (v2), or the Object wrapping it (v1.20)."""
+def listener_set_object(
+    pool: str, index: int, port: int, tenant: int, mode: str, gateway_api: str = "v1.6"
+) -> dict:
+    """One tenant's ListenerSet on shard `index`, as the API server returns it: labelled as
+    the tenant step labels it (pool, owner, shard, port; a cluster-scoped tenant's carries
+    no role), its Gateway's report in its status (Accepted, Programmed, its one listener
+    with its route attached) and the managedFields of its two writers (the applier of its
+    spec, the Gateway controller of its status). v2: composed by Crossplane (its owner
+    reference, labels and annotation); v1.20: the manifest provider-kubernetes applied."""
+    owner = tenant_name(pool, tenant)
+    flavour = FLAVOURS[gateway_api]
+    obj = listener_set(
+        flavour=flavour,
+        name=f"{owner}-tcp-listenerset",
+        namespace=tenant_namespace(owner),
+        labels={
+            labels.POOL: pool,
+            labels.OWNER: label_value(owner),
+            labels.SHARD: str(index),
+            labels.PORT: str(port),
+        },
+        annotations={labels.HOSTNAME: f"{pool}{index}.example.ch"},
+        gateway=f"{pool}-{index}",
+        gateway_namespace=NS,
+        listener_name="postgresql",
+        port=port,
+    )
+    if mode == "v2":
+        obj = served(obj, owner=(owner, _uid(tenant + 1)), key="tcp-listenerset")
+        manager = "apiextensions.crossplane.io/composed/" + _uid(tenant + 1).replace("-", "")
+    else:
+        obj = served(obj)
+        manager = "provider-kubernetes"
+    kinds = [{"group": "gateway.networking.k8s.io", "kind": "TCPRoute"}]
+    obj["status"] = {
+        "conditions": [_condition("Accepted"), _condition("Programmed")],
+        "listeners": [
+            {
+                "name": "postgresql",
+                "port": port,
+                "supportedKinds": kinds,
+                "attachedRoutes": 1,
+                "conditions": [
+                    _condition("Conflicted", "False", "NoConflicts"),
+                    _condition("Accepted"),
+                    _condition("Programmed"),
+                    _condition("ResolvedRefs"),
+                ],
+            }
+        ],
+    }
+    md = obj["metadata"]
+    shape = (mode, gateway_api)
+    if shape not in _LISTENER_SET_FIELDS:  # the same field sets on every tenant's
+        applied = {
+            "metadata": {key: md[key] for key in ("labels", "annotations") if key in md},
+            "spec": obj["spec"],
+        }
+        _LISTENER_SET_FIELDS[shape] = (
+            managed_fields(obj, "", "Apply", applied),
+            managed_fields(obj, "envoy-gateway", "Update", {"status": obj["status"]}, "status"),
+        )
+    spec_fields, status_fields = _LISTENER_SET_FIELDS[shape]
+    spec_fields = {**spec_fields, "manager": manager}
+    if "ownerReferences" in md:  # its owner's, keyed by uid
+        owned = _fields_v1({"metadata": {"ownerReferences": md["ownerReferences"]}})
+        spec_fields["fieldsV1"] = {
+            **spec_fields["fieldsV1"],
+            "f:metadata": {**spec_fields["fieldsV1"]["f:metadata"], **owned["f:metadata"]},
+        }
+    md["managedFields"] = [spec_fields, status_fields]
+    return obj
+
+
+_LISTENER_SET_FIELDS: dict[tuple[str, str], tuple[dict, dict]] = {}
+
+
+def managed_fields(
+    obj: dict, manager: str, operation: str, fields: dict, subresource: str | None = None
+) -> dict:
+    """One metadata.managedFields entry as the API server records it (fieldsV1)."""
+    entry = {
+        "manager": manager,
+        "operation": operation,
+        "apiVersion": obj["apiVersion"],
+        "time": "2025-01-01T00:00:00Z",
+        "fieldsType": "FieldsV1",
+        "fieldsV1": _fields_v1(fields),
+    }
+    if subresource:
+        entry["subresource"] = subresource
+    return entry
+
+
+def _fields_v1(value: object) -> dict:
+    """The field set of `value` in the API server's FieldsV1 notation: `f:` for a field,
+    `k:` for a list item keyed by its name (type, uid), `.` for the item itself."""
+    if isinstance(value, dict):
+        return {f"f:{key}": _fields_v1(item) for key, item in value.items()}
+    if isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
+        out: dict = {}
+        for item in value:
+            key = next((k for k in ("uid", "type", "name") if k in item), None)
+            if key is None:
+                return {}  # an atomic list
+            out[f"k:{json.dumps({key: item[key]}, separators=(',', ':'))}"] = {
+                ".": {},
+                **_fields_v1({k: v for k, v in item.items() if k != key}),
+            }
+        return out
+    return {}
+
+
+def tenant_name(pool: str, tenant: int) -> str:
+    return f"{pool}-t{tenant}"
+
+
+def tenant_namespace(owner: str) -> str:
+    return f"vshn-postgresql-{owner}"
+
+
+def ticket_object(
+    pool: str, tenant: int, mode: str, renewed: datetime.datetime | None = None
+) -> dict:
+    """A waiting tenant's ticket: a Lease (v2), or the Object wrapping it (v1.20), renewed
+    at `renewed` (default: now, so that it is live while the bench runs)."""
     owner = f"{pool}-w{tenant}"
     owner_uid = _uid(1_000_000 + tenant)
     lease = build_ticket(
@@ -203,7 +337,7 @@ def ticket_object(pool: str, tenant: int, mode: str) -> dict:
         pool=pool,
         owner=owner,
         holder=owner_uid,
-        renewed=micro_time(datetime.datetime.now(datetime.UTC)),  # live while the bench runs
+        renewed=micro_time(renewed or datetime.datetime.now(datetime.UTC)),
         ttl=DEFAULT_TTL,
     )
     return stored(lease, mode, owner=(owner, owner_uid), key="tcp-ticket")
@@ -301,15 +435,20 @@ class PoolShape:
     used: dict[int, int]
     stale: set[int]
     expected_shard: int | None  # where a new tenant's claim must land
+    tenant_of: dict[int, int] = field(default_factory=dict)  # port -> tenant serial
+    listener_sets: str | None = None  # their gatewayAPI when the store holds them
 
     @property
     def shards(self) -> int:
         return len(self.used)
 
 
-def fill_pool(store: Store, pool: str, tenants: int, *, stale: int = 0) -> PoolShape:
+def fill_pool(
+    store: Store, pool: str, tenants: int, *, stale: int = 0, listener_sets: str | None = None
+) -> PoolShape:
     """`tenants` claims, lowest shard first, 99 per shard, and the Gateways the pool step
-    writes for them (see `label_shards` for `stale`)."""
+    writes for them (see `label_shards` for `stale`). With `listener_sets` (a gatewayAPI:
+    "v1.6"), each tenant's ListenerSet too."""
     used: dict[int, int] = {}
     left, index = tenants, 0
     while left > 0:
@@ -320,14 +459,45 @@ def fill_pool(store: Store, pool: str, tenants: int, *, stale: int = 0) -> PoolS
     if not used or free < HEADROOM:  # the pool step keeps `headroom` free slots
         used[len(used) + 1] = 0
     serial = 0
+    tenant_of = {}
     for index, count in sorted(used.items()):
         start = FIRST_PORT + (index - 1) * CAPACITY
         for port in range(start, start + count):
             serial += 1
+            tenant_of[port] = serial
             store.add(claim_object(pool, index, port, serial, store.mode))
-    shape = PoolShape(pool, tenants, used, set(), None)
+            if listener_sets is not None:
+                store.add(listener_set_object(pool, index, port, serial, store.mode, listener_sets))
+    shape = PoolShape(pool, tenants, used, set(), None, tenant_of, listener_sets)
     label_shards(store, shape, stale)
     return shape
+
+
+def remove_tenant(store: Store, shape: PoolShape, port: int) -> None:
+    """Delete the tenant on `port`: its claim and (when the store holds them) its
+    ListenerSet."""
+    tenant = shape.tenant_of.pop(port)
+    kind = CLAIM_KINDS[store.mode]
+    namespace = NS if store.mode == "v2" else ""
+    store.remove(*kind, namespace, f"tcp-{shape.pool}-{port}")
+    if shape.listener_sets is not None:
+        flavour = FLAVOURS[shape.listener_sets]
+        owner = tenant_name(shape.pool, tenant)
+        store.remove(
+            flavour.listenerset_api,
+            flavour.listenerset_kind,
+            tenant_namespace(owner),
+            f"{owner}-tcp-listenerset",
+        )
+    index = (port - FIRST_PORT) // CAPACITY + 1
+    shape.used[index] -= 1
+    shape.tenants -= 1
+
+
+CLAIM_KINDS = {
+    "v2": ("coordination.k8s.io/v1", "Lease"),
+    "v1": ("kubernetes.crossplane.io/v1alpha2", "Object"),
+}
 
 
 def trim_open_shard(store: Store, shape: PoolShape, keep: int = 1) -> None:
@@ -336,9 +506,7 @@ def trim_open_shard(store: Store, shape: PoolShape, keep: int = 1) -> None:
     index = max(shape.used)
     if not 0 < keep < shape.used[index] < SLOTS:
         return
-    kind = ("coordination.k8s.io/v1", "Lease") if store.mode == "v2" else (
-        "kubernetes.crossplane.io/v1alpha2", "Object",
-    )  # fmt: skip
+    kind = CLAIM_KINDS[store.mode]
     namespace = NS if store.mode == "v2" else ""
     start = FIRST_PORT + (index - 1) * CAPACITY
     for port in range(start + keep, start + shape.used[index]):
