@@ -47,6 +47,7 @@ from bench.common import (
     verdict,
 )
 from bench.fixtures import (
+    HEADROOM,
     NS,
     POOL,
     SLOTS,
@@ -283,6 +284,7 @@ def replay(pool: Pool) -> tuple[int, dict[int, datetime.datetime]]:
     spec_budget = int(pool.spec.get("readBudgetKiB", 900)) * 1024
     accepting = {i for i, n in pool.shape.used.items() if n < SLOTS}
     counted: dict[int, datetime.datetime] = {}
+    audited: dict[int, datetime.datetime] = {}
     now = pool.clock.now
     for n in range(1, 10 * len(pool.shape.used) + 1):
         shards = [
@@ -295,14 +297,18 @@ def replay(pool: Pool) -> tuple[int, dict[int, datetime.datetime]]:
                 attached=used,
                 attached_at_count=used if i in counted else None,
                 counted=counted.get(i),
+                placed=0 if i in counted else None,
+                audited=audited.get(i),
             )
             for i, used in sorted(pool.shape.used.items())
         ]
-        window = poolwindow.choose(shards, spec_budget, pool.wrapped)
-        if window.mode == poolwindow.FULL:
+        if poolwindow.full_view(shards, spec_budget, pool.wrapped):
             return 1, {}
+        window = poolwindow.choose(shards, spec_budget, pool.wrapped, headroom=HEADROOM)
         for i in window.shards:
             counted[i] = now
+        if window.audit is not None:
+            audited[window.audit] = now
         if len(counted) == len(shards):
             return n, counted
         now += INTERVAL
@@ -318,6 +324,7 @@ def seed(pool: Pool, counted: dict[int, datetime.datetime]) -> None:
         if index in counted:
             entry["countedAt"] = poolwindow.format_time(counted[index] + shift - INTERVAL)
             entry["attachedAtCount"] = pool.truth(index)
+            entry["placed"] = 0
 
 
 def lookup_bytes(req: fnv1.RunFunctionRequest) -> dict[str, int]:
