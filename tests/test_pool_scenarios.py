@@ -86,8 +86,9 @@ class PoolWorld(World):
         return needed
 
 
-@pytest.mark.parametrize("view", VIEWS)
-@pytest.mark.parametrize("mode", ["v2", "v1"])
+# The full read of a v1.20 pool is covered by the operator histories (tests/test_pool_operator.py):
+# this long history runs it in v2 only.
+@pytest.mark.parametrize(("mode", "view"), [("v2", "full"), ("v2", "window"), ("v1", "window")])
 def test_exoscale_pool_grows_in_bursts_and_shrinks_without_moving_anyone(mode, view):
     world = PoolWorld(mode=mode, provider="exoscale", capacity=10, headroom=3, **VIEWS[view])
     world.reconcile_pool()

@@ -379,3 +379,32 @@ def test_a_squatters_listener_set_is_found_by_the_audit_and_stays_reported():
             "refused": 0,
             "noAddress": True,
         }
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"countedAt": "yesterday", "attachedAtCount": -3, "placed": "many", "auditedAt": 7},
+        {"countedAt": None, "attachedAtCount": 1e30, "placed": 3.5, "auditedAt": []},
+        {"index": "one"},
+        {"index": True},
+    ],
+    ids=["words", "odd-numbers", "index-word", "index-bool"],
+)
+def test_a_damaged_status_costs_a_recount_never_a_shard(damage):
+    """The pool's status is only ever written by the pool step; edited by hand, what cannot
+    be read counts as never counted (recounted first), and nothing is lost."""
+    cluster = filled(10)
+    held = {int(o["metadata"]["labels"][labels.SHARD]) for o in cluster.claims()}
+    for entry in cluster.status["shards"]:
+        entry.update(damage)
+    cluster.observed["gateway-4"]["metadata"]["annotations"][labels.FREE] = "-1"
+    cluster.observed["gateway-5"]["metadata"]["annotations"][labels.USED] = "lots"
+    for _ in range(12):
+        result = cluster.reconcile()
+        assert not [r for r in result.results if r.severity == "Fatal"]
+        assert held <= set(cluster.gateways())
+        for index in accepting(cluster):
+            assert cluster.truth(index) < SLOTS
+    assert all("countedAt" in s for s in cluster.status["shards"])
+    assert cluster.entry(5)["used"] == SLOTS
