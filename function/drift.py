@@ -38,7 +38,8 @@ COUNTS = ("foreign", "unclaimed", "unattached", "refused")
 @dataclass(frozen=True)
 class SeenClaim:
     """What drift needs of one claim: its port, whether it is in use, and when it was
-    made (read only for a claim without a listener: the pool step reads every claim)."""
+    made (read only for a claim without a listener: the pool step reads every claim of
+    the shards it audits)."""
 
     port: int
     blocked: bool
