@@ -3,8 +3,8 @@
 It reads every claim of the pool (one lookup) and every tenant listener set (another:
 Namespaced XRs hold no claim, their listener is their slot), or, for a pool beyond its read
 budget, those of a window of shards (function/poolwindow.py: the rest keep their last
-count), counts the ports per shard, returns one Gateway per shard, adds a shard before the pool runs out of headroom, and
-publishes utilisation. Shards holding a claim or carrying a tenant listener are never
+count), counts the ports per shard, returns one Gateway per shard, adds a shard before the
+pool runs out of headroom, and publishes utilisation. Shards holding a claim or carrying a tenant listener are never
 removed; trailing empty ones above minShards go only when the rest still keep the headroom,
 and only on a complete view.
 
