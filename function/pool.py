@@ -4,9 +4,9 @@ It reads every claim of the pool (one lookup) and every tenant listener set (ano
 Namespaced XRs hold no claim, their listener is their slot), or, for a pool beyond its read
 budget, those of a window of shards (function/poolwindow.py: the rest keep their last
 count), counts the ports per shard, returns one Gateway per shard, adds a shard before the
-pool runs out of headroom, and publishes utilisation. Shards holding a claim or carrying a tenant listener are never
-removed; trailing empty ones above minShards go only when the rest still keep the headroom,
-and only on a complete view.
+pool runs out of headroom, and publishes utilisation. Shards holding a claim or carrying a
+tenant listener are never removed; trailing empty ones above minShards go only when the
+rest still keep the headroom, and only on a complete view.
 
 It also reads the pool's tickets (function/tickets.py): the live waiters (tenants in line
 with no claim) are about to take free slots, so the pool keeps its headroom beyond them, and
