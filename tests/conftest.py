@@ -28,7 +28,7 @@ def crd_validator(crds_dir: Path) -> Callable[[str, bool], Validator]:
 # its place, slow modules first.
 LONGEST = {
     "test_properties.py::test_histories_keep_every_promise[crossplane-v2-wrapped": 65,
-    "test_pool_scenarios.py::test_cloudscale_pool_of_a_thousand_tenants": 90,
+    "test_pool_scenarios.py::test_cloudscale_pool_of_a_thousand_tenants": 60,
     "test_properties.py::test_waiting_tenants_get_a_port_within_three_rounds[crossplane-v1.20": 63,
     "test_properties.py::test_histories_keep_every_promise[crossplane-v1.20": 60,
     "test_properties.py::test_waiting_tenants_get_a_port_within_three_rounds[crossplane-v2-w": 55,
