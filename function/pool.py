@@ -208,8 +208,10 @@ def read_listener_sets(
     requirement = listener_sets_requirement(spec)
     result.requirements.append(requirement)
     objects = request.lookups.get(requirement.name)
-    if objects is None:
-        return None
+    return None if objects is None else _parse_listener_sets(objects, result)
+
+
+def _parse_listener_sets(objects: list, result: StepResult) -> list[listeners.TenantListeners]:
     found = []
     for obj in objects:
         parsed = listeners.parse(obj)
@@ -506,19 +508,14 @@ def _read_window(
         result.requirements += [claims_requirement_, sets_requirement]
         objects = request.lookups.get(claims_requirement_.name)
         sets = request.lookups.get(sets_requirement.name)
-        claims = None if objects is None or claims is None else claims + list(objects)
+        if objects is None or claims is None:
+            claims = None
+        else:
+            claims.extend(objects)
         if sets is None or found is None:
             found = None
-            continue
-        for obj in sets:
-            parsed = listeners.parse(obj)
-            if parsed is None:
-                kind = obj.get("kind", "object") if isinstance(obj, dict) else type(obj).__name__
-                result.results.append(
-                    Result(WARNING, f"skipped a {kind} returned by the listener set lookup")
-                )
-                continue
-            found.append(parsed)
+        else:
+            found.extend(_parse_listener_sets(sets, result))
     return claims, found
 
 
