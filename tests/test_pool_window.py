@@ -15,7 +15,7 @@ import pytest
 from function import labels, pool, poolwindow
 from function.inputs import GatewayPool
 from function.step import StepRequest
-from tests.factories import NS, claim, tenant_listener_set
+from tests.factories import NS, claim, tenant_listener_set, ticket
 
 NOW = datetime.datetime(2026, 12, 2, 10, 0, tzinfo=datetime.UTC)
 XR = {"apiVersion": "x/v1", "kind": "XGatewayPool", "metadata": {"name": "postgresql"}}
@@ -408,3 +408,20 @@ def test_a_damaged_status_costs_a_recount_never_a_shard(damage):
             assert cluster.truth(index) < SLOTS
     assert all("countedAt" in s for s in cluster.status["shards"])
     assert cluster.entry(5)["used"] == SLOTS
+
+
+def test_the_tickets_of_a_burst_shrink_the_window_not_the_request():
+    cluster = filled(10)
+    cluster.reconcile()
+    calm = sum(1 for name in cluster.calls[-1] if name.startswith(f"{pool.CLAIMS}-shard-"))
+    created = cluster.now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # 40 tenants in line: 40 x 1,100 bytes of the 50 KiB budget.
+    cluster.objects += [ticket(f"waiting-{n}", created) for n in range(40)]
+    shards = len(cluster.gateways())
+    cluster.reconcile()
+    burst = [name for name in cluster.calls[-1] if name.startswith(f"{pool.CLAIMS}-shard-")]
+    assert len(burst) < calm
+    spent = cluster.status["view"]["bytesBudgeted"] + 40 * poolwindow.TICKET_BYTES[False]
+    assert spent <= cluster.spec.read_budget + SLOTS * poolwindow.CLAIM_BYTES[False]
+    assert cluster.status["waiting"] == 40
+    assert len(cluster.gateways()) >= shards + 40 // SLOTS  # grown for the line at once
