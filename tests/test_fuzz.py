@@ -266,6 +266,7 @@ POOL_FIELDS = [
     "gatewayAPI",
     "infrastructure",
     "statusPath",
+    "readBudgetKiB",
     "wrap",
     "typo",
 ]
@@ -277,6 +278,8 @@ MUTATED_POOL_FIELDS = st.lists(st.sampled_from(POOL_FIELDS), max_size=2)
 @st.composite
 def pool_requests(draw):
     data = dict(VALID_POOL)
+    if draw(BOOL):
+        data["readBudgetKiB"] = 1  # a window of shards, whatever the pool holds
     for name in draw(MUTATED_POOL_FIELDS):
         data[name] = draw(junk)
     req = fnv1.RunFunctionRequest(input=resource.dict_to_struct(data))
@@ -364,6 +367,7 @@ FULL_POOL_INPUT = {
     "minShards": 1,
     "maxShards": 5,
     "headroom": 2,
+    "readBudgetKiB": 900,
     "allowedListenerNamespaces": {
         "from": "Selector",
         "selector": {
@@ -413,7 +417,8 @@ def retype(obj, path, value) -> bool:
     """Set `path` of `obj` to `value`; False if an earlier change removed the way there."""
     for number, part in enumerate(path):
         if isinstance(obj, dict) and (part in obj or number == len(path) - 1):
-            pass
+            if not isinstance(part, str):  # a list an earlier change made an object
+                return False
         elif not (isinstance(obj, list) and isinstance(part, int) and part < len(obj)):
             return False
         if number == len(path) - 1:
