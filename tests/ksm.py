@@ -6,9 +6,11 @@ Covered: paths of keys, list indices and `[key=value]` lookups; Gauge (`valueFro
 a list, a map or a value), Info and StateSet; `labelsFromPath` of the resource and of
 each metric; `metricNamePrefix`; value conversion (numbers, booleans, "true"/"false"/
 "yes"/"no"/"unknown", numeric strings). Not covered: `*` label copies, `labelFromKey`,
-`nilIsZero`, quantities, percentages, timestamps.
+`nilIsZero`, quantities, percentages. RFC 3339 timestamps become Unix seconds, as Go's
+`time.Parse(time.RFC3339, ...)` reads them.
 """
 
+import datetime
 from dataclasses import dataclass, field
 
 
@@ -72,6 +74,13 @@ def to_float(value: object) -> float:
             return float(value)
         except ValueError:
             pass
+        try:
+            moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+        else:
+            if moment.tzinfo is not None:  # RFC 3339 requires an offset
+                return moment.timestamp()
     raise KsmError(f"{value!r} is not a number")
 
 

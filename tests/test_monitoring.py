@@ -2,6 +2,7 @@
 kube-state-metrics config reads what the steps really write; the alerts and the dashboard
 name only metrics that the function, that config or a recording rule produces."""
 
+import datetime
 import json
 import re
 import shutil
@@ -129,6 +130,10 @@ def world():
     world.close()
 
 
+# Metrics of a pool recounted in windows only (absent while a pool is read whole).
+WINDOWED_ONLY = {"kube_tcp_access_pool_oldest_count_timestamp_seconds"}
+
+
 def by_name(families: list[ksm.Family]) -> dict[str, ksm.Family]:
     return {family.name: family for family in families}
 
@@ -139,6 +144,9 @@ def test_the_pool_metrics_read_the_pool_steps_status(world):
     found = by_name(ksm.families(resource, xr))
     for family in found.values():
         assert not family.errors, (family.name, family.errors)
+        if family.name in WINDOWED_ONLY:  # this pool is read whole
+            assert not family.samples, family.name
+            continue
         assert family.samples, f"{family.name} reads nothing from the pool XR's status"
     shards = xr["status"]["pool"]["shards"]
     used = {s.labels["shard"]: s.value for s in found["kube_tcp_access_pool_shard_used"].samples}
@@ -154,6 +162,29 @@ def test_the_pool_metrics_read_the_pool_steps_status(world):
     capacity = found["kube_tcp_access_pool_capacity_condition"].samples
     assert {s.labels["reason"]: s.value for s in capacity}["Available"] == 1.0
     assert found["kube_tcp_access_pool_waiting"].samples[0].value == 0
+
+
+def test_a_windowed_pool_reports_when_its_oldest_count_was():
+    windowed = PoolWorld(mode="v2", provider="exoscale", capacity=10, headroom=3, readBudgetKiB=10)
+    names = [f"w{i}" for i in range(12)]
+    for name in names:
+        windowed.create_tenant(name)
+    windowed.until_everyone_holds_a_port(names)
+    windowed.reconcile_pool()
+    xr = windowed.pool_sim.get_xr(windowed.pool_xr)
+    view = xr["status"]["pool"]["view"]
+    assert view["mode"] == "Window"
+    [resource] = ksm_resources(xr["kind"])
+    family = by_name(ksm.families(resource, xr))[
+        "kube_tcp_access_pool_oldest_count_timestamp_seconds"
+    ]
+    assert not family.errors
+    [sample] = family.samples
+    counted = datetime.datetime.strptime(view["oldestCount"], "%Y-%m-%dT%H:%M:%SZ")
+    assert sample.value == counted.replace(tzinfo=datetime.UTC).timestamp()
+    oldest = min(s["countedAt"] for s in xr["status"]["pool"]["shards"])
+    assert view["oldestCount"] == oldest
+    windowed.close()
 
 
 def test_the_tenant_metrics_read_the_tenant_steps_condition(world):
