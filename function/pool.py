@@ -42,7 +42,7 @@ from function.flavours import FLAVOURS
 from function.inputs import GatewayPool, ListenerNamespaces, parse_port_range
 from function.observed import keep, live
 from function.readiness import conditions
-from function.shards import first_address, format_ports
+from function.shards import first_address, format_ports, parse_ports
 from function.step import WARNING, Condition, Desired, Result, StepRequest, StepResult
 
 CLAIMS = "tcp-pool-claims"
@@ -285,6 +285,7 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
     if warning:
         result.results.append(Result(WARNING, warning))
     recounted = (set(observed) | set(slices.recorded)) - set(usage.carried)
+    _hold_carried_ports(usage, written, slices, recounted)
     _count_listeners(spec, usage, listener_sets, recounted)
     # Both lookups empty may be a cold cache: then nothing is freed, every record is kept.
     records = _records(
@@ -392,8 +393,13 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         if window.mode == poolwindow.WINDOW:
             if carried is None:
                 entry["placed"] = placed.get(index, 0)
-            elif carried.placed is not None:
-                entry["placed"] = carried.placed
+                outside = (p for p in usage.ports.get(index, ()) if p not in ports)
+                entry[poolwindow.OUTSIDE] = format_ports(outside)
+            else:
+                if carried.placed is not None:
+                    entry["placed"] = carried.placed
+                if carried.outside is not None:
+                    entry[poolwindow.OUTSIDE] = format_ports(carried.outside)
             entry.update(_freshness(carried, seen_live, previous_entry, request))
             audited = poolwindow.audited(previous_entry)
             if index == window.audit:
@@ -437,6 +443,23 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
     if usage.strays:
         result.status["claimsOutsideSlice"] = sorted(usage.strays)
     return result
+
+
+def _hold_carried_ports(
+    usage: Usage, written: dict[int, dict], slices: "Slices", recounted: set[int]
+) -> None:
+    """Ports that claims of shards outside the window hold outside their slices, as held
+    as in a full read: a recounted shard keeps them off its free ports. Where a carried
+    shard has no record of them, every recounted shard keeps the ports its Gateway marked
+    held elsewhere (they are freed once every shard has a record)."""
+    for shard in usage.carried.values():
+        usage.held.update(shard.outside or ())
+    if all(shard.outside is not None for shard in usage.carried.values()):
+        return
+    for index in recounted:
+        kept = fieldpath.mapping(written.get(index) or {}, "metadata.annotations")
+        marked = parse_ports(kept.get(labels.HELD_ELSEWHERE))
+        usage.held.update(port for port in marked if port in slices[index])
 
 
 def _placed(

@@ -30,6 +30,12 @@ what the lookups add to a request grows with the window, not with the pool:
   have taken one since. Deletions only ever make a carried count conservative.
 * A shard is removed only right after a recount that found it empty, with its Gateway
   reporting no attached listener set.
+* A claim locks its port pool-wide, whatever shard it names: an adopted port may lie in
+  another shard's slice. A recount records the ports its shard's claims hold outside its
+  slice (`portsOutside` in the status); while that shard is carried they stay held, so a
+  recounted shard whose slice has one keeps it off its free ports (`held-elsewhere`) as a
+  full read would. Where a carried shard has no record (the status was lost, or written
+  before it had one), a recounted shard keeps what its `held-elsewhere` said.
 
 Plain data only: the pool step (function/pool.py) reads and writes the Kubernetes objects.
 """
@@ -38,6 +44,7 @@ import datetime
 from dataclasses import dataclass
 
 from function import fieldpath, labels
+from function.shards import parse_ports
 
 FULL = "Full"
 WINDOW = "Window"
@@ -53,6 +60,8 @@ TICKET_BYTES = {False: 1_100, True: 2_300}
 # On a shard Gateway, written by the pool step after a recount made while the shard already
 # accepted no tenant: its free slots then, a lower bound until its next recount.
 FREE = labels.FREE
+# In a shard's status entry: the ports its claims held outside its slice at the last count.
+OUTSIDE = "portsOutside"
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,9 @@ class Shard:
     placed: int | None = None  # Namespaced XRs' listener sets at the last count
     audited: datetime.datetime | None = None  # the last audit of all its listener sets
     missing: bool = False  # recorded in the pool's status, its Gateway not observed
+    # Ports its claims held outside its slice at the last count (adopted ones): they keep
+    # tenants off those ports of other shards while it is carried. None: not recorded.
+    outside: frozenset[int] | None = None
 
     @property
     def tenants(self) -> int:
@@ -142,6 +154,7 @@ def read_shard(
         counted=_time((previous or {}).get("countedAt")),
         placed=_whole((previous or {}).get("placed")),
         audited=audited(previous),
+        outside=_ports((previous or {}).get(OUTSIDE)),
         missing=missing,
     )
 
@@ -262,6 +275,15 @@ def _time(value: object) -> datetime.datetime | None:
     except ValueError:
         return None
     return moment.replace(tzinfo=datetime.UTC)
+
+
+def _ports(value: object) -> frozenset[int] | None:
+    """A port list as the pool step writes it (`10012,10013`, or empty); None if it is
+    not one: then what the shard's claims hold elsewhere is unknown."""
+    if not isinstance(value, str):
+        return None
+    ports = parse_ports(value)
+    return frozenset(ports) if len(ports) == len([p for p in value.split(",") if p]) else None
 
 
 def _whole(value: object) -> int | None:

@@ -14,6 +14,7 @@ import pytest
 
 from function import labels, pool, poolwindow
 from function.inputs import GatewayPool
+from function.shards import parse_ports
 from function.step import StepRequest
 from tests.factories import NS, claim, tenant_listener_set, ticket
 
@@ -92,6 +93,16 @@ class Cluster:
                     return port
         return None
 
+    def adopt(self, port: int, index: int) -> None:
+        """A tenant adopted on shard `index` with the port it already had, which may lie
+        in another shard's slice: it claims that port there and listens on it."""
+        assert port not in self.taken()
+        self.serial += 1
+        self.objects.append(claim(port, index, holder=f"uid-{self.serial}"))
+        self.objects.append(
+            tenant_listener_set(port, index, namespace=f"t{self.serial}", accepted=True)
+        )
+
     def delete_tenant(self, port: int) -> None:
         self.objects = [
             o for o in self.objects if o["metadata"]["labels"].get(labels.PORT) != str(port)
@@ -168,15 +179,32 @@ class Cluster:
         return next(s for s in self.status["shards"] if s["index"] == index)
 
 
-def filled(shards: int, spec_: GatewayPool | None = None, *, last: int = SLOTS) -> Cluster:
-    """A pool of `shards` full shards (the last with `last` tenants), settled."""
+def filled(
+    shards: int,
+    spec_: GatewayPool | None = None,
+    *,
+    last: int = SLOTS,
+    adopted: tuple[tuple[int, int], ...] = (),
+) -> Cluster:
+    """A pool of `shards` full shards (the last with `last` tenants), settled. For each
+    (holder, elsewhere) in `adopted`, shard `holder` has, in place of a tenant of its own,
+    one adopted on the port it had in shard `elsewhere`'s slice (whose tenant there left)."""
     cluster = Cluster(spec_ or spec())
     for index in range(1, shards + 1):
         for _ in range(SLOTS if index < shards else last):
             cluster.add_tenant(index)
+    for holder, elsewhere in adopted:
+        port = cluster.slice(elsewhere)[0]
+        cluster.delete_tenant(port)
+        cluster.delete_tenant(cluster.slice(holder)[0])
+        cluster.adopt(port, holder)
     for _ in range(shards + 3):
         cluster.reconcile()
     return cluster
+
+
+def held_elsewhere(gateway: dict) -> set[int]:
+    return set(parse_ports(gateway["metadata"]["annotations"].get(labels.HELD_ELSEWHERE)))
 
 
 def accepting(cluster: Cluster) -> set[int]:
@@ -304,7 +332,7 @@ def test_a_shard_goes_only_right_after_a_recount_found_it_empty():
 @pytest.mark.parametrize("seed", range(3))
 def test_a_random_history_keeps_every_invariant_of_the_full_read(seed):
     rng = random.Random(seed)
-    cluster = filled(12, last=5)
+    cluster = filled(12, last=5, adopted=((1, 5), (4, 2), (6, 9)))
     behind = windows = 0  # reconciles the window's growth is behind a full read's
     for step in range(60):
         for _ in range(rng.choice([0, 0, 1, 3, 9])):
@@ -322,9 +350,20 @@ def test_a_random_history_keeps_every_invariant_of_the_full_read(seed):
         shards = set(cluster.gateways())
         # A Gateway that carries a claim or a listener is never removed.
         assert held <= shards, (step, held - shards)
-        # Hints are conservative: an accepting shard has a free slot now.
+        # Hints are conservative: an accepting shard has a free slot now, and offers no
+        # more than a full read would (a port adopted on a shard outside the window stays
+        # held on the shard whose slice has it).
+        full_free = {s["index"]: s["free"] for s in full.status["shards"]}
+        full_held = {
+            int(key.split("-")[1]): held_elsewhere(desired.resource)
+            for key, desired in full.resources.items()
+            if key.startswith("gateway-")
+        }
         for index in accepting(cluster):
             assert cluster.truth(index) < SLOTS, (step, index)
+            assert cluster.entry(index)["free"] <= full_free.get(index, SLOTS), (step, index)
+            gateway = cluster.gateways()[index]
+            assert held_elsewhere(gateway) >= full_held.get(index, set()), (step, index)
         # Growth is never later than a full read's by more than one reconcile.
         wanted = len([k for k in full.resources if k.startswith("gateway-")])
         behind = behind + 1 if len(shards) < wanted else 0
@@ -353,6 +392,57 @@ def test_a_port_freed_on_a_shard_outside_the_window_rests_from_its_next_recount(
     assert cluster.entry(target)["used"] == SLOTS - 1
     assert cluster.entry(target)["resting"] == 1  # its record was kept while carried
     assert cluster.entry(target)["free"] == 0
+
+
+def recounted(cluster: Cluster) -> set[int]:
+    """The shards the last reconcile recounted."""
+    return {s["index"] for s in cluster.status["shards"] if s.get("countedAt") == _at(cluster)}
+
+
+def test_a_port_adopted_into_another_slice_stays_held_while_its_shard_is_carried():
+    """Shard 1 holds an adopted tenant on a port of shard 5's slice. A full read keeps that
+    port off shard 5; a window that recounts shard 5 without shard 1 must too."""
+    cluster = filled(10, last=4, adopted=((1, 5),))
+    port = cluster.slice(5)[0]
+    assert cluster.status["view"]["mode"] == "Window"
+    assert cluster.entry(1)[poolwindow.OUTSIDE] == str(port)
+    alone = 0
+    for _ in range(20):
+        cluster.reconcile()
+        alone += 5 in recounted(cluster) and 1 not in recounted(cluster)
+        assert held_elsewhere(cluster.gateways()[5]) == {port}
+        assert cluster.entry(5)["free"] == 0
+        assert 5 not in accepting(cluster)
+    assert alone  # shard 5 was recounted without shard 1: only the record held the port
+
+
+@pytest.mark.parametrize("loss", ["status-lost", "written-before-the-record"])
+def test_without_a_record_a_recounted_shard_keeps_the_ports_it_marked_held(loss):
+    cluster = filled(10, last=4, adopted=((1, 5),))
+    port = cluster.slice(5)[0]
+    if loss == "status-lost":
+        cluster.status = None
+    else:
+        for entry in cluster.status["shards"]:
+            del entry[poolwindow.OUTSIDE]
+    for _ in range(20):
+        cluster.reconcile()
+        assert held_elsewhere(cluster.gateways()[5]) == {port}
+        assert cluster.entry(5)["free"] == 0
+    assert all(poolwindow.OUTSIDE in s for s in cluster.status["shards"])
+
+
+def test_a_port_adopted_into_another_slice_is_freed_there_once_its_tenant_is_gone():
+    cluster = filled(10, last=4, adopted=((1, 5),))
+    port = cluster.slice(5)[0]
+    cluster.delete_tenant(port)
+    reconciles = 0
+    while held_elsewhere(cluster.gateways()[5]) or cluster.entry(5)["free"] != 1:
+        cluster.reconcile()
+        reconciles += 1
+        # Within a recount cycle: shard 1 reports a listener set fewer, then shard 5.
+        assert reconciles <= len(cluster.gateways()), cluster.entry(5)
+    assert cluster.entry(1)[poolwindow.OUTSIDE] == ""
 
 
 def test_a_squatters_listener_set_is_found_by_the_audit_and_stays_reported():
