@@ -285,7 +285,8 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
     if warning:
         result.results.append(Result(WARNING, warning))
     recounted = (set(observed) | set(slices.recorded)) - set(usage.carried)
-    _hold_carried_ports(usage, written, slices, recounted)
+    _hold_carried_ports(spec, usage, written, slices, recounted)
+    _warn_strays(usage, result)
     _count_listeners(spec, usage, listener_sets, recounted)
     # Both lookups empty may be a cold cache: then nothing is freed, every record is kept.
     records = _records(
@@ -446,14 +447,19 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
 
 
 def _hold_carried_ports(
-    usage: Usage, written: dict[int, dict], slices: "Slices", recounted: set[int]
+    spec: GatewayPool,
+    usage: Usage,
+    written: dict[int, dict],
+    slices: "Slices",
+    recounted: set[int],
 ) -> None:
     """Ports that claims of shards outside the window hold outside their slices, as held
-    as in a full read: a recounted shard keeps them off its free ports. Where a carried
-    shard has no record of them, every recounted shard keeps the ports its Gateway marked
-    held elsewhere (they are freed once every shard has a record)."""
+    (and reported) as in a full read: a recounted shard keeps them off its free ports.
+    Where a carried shard has no record of them, every recounted shard keeps the ports its
+    Gateway marked held elsewhere (they are freed once every shard has a record)."""
     for shard in usage.carried.values():
         usage.held.update(shard.outside or ())
+        usage.strays.extend(claimlib.claim_name(spec.pool, port) for port in shard.outside or ())
     if all(shard.outside is not None for shard in usage.carried.values()):
         return
     for index in recounted:
@@ -773,6 +779,10 @@ def _usage(spec: GatewayPool, objects: list, slices: "Slices", result: StepResul
         result.results.append(
             Result(WARNING, f"claim {name} names no shard of pool {spec.pool}", "OrphanedClaim")
         )
+    return usage
+
+
+def _warn_strays(usage: Usage, result: StepResult) -> None:
     if usage.strays:
         result.results.append(
             Result(
@@ -782,7 +792,6 @@ def _usage(spec: GatewayPool, objects: list, slices: "Slices", result: StepResul
                 "ClaimOutsideSlice",
             )
         )
-    return usage
 
 
 def _count_listeners(

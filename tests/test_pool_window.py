@@ -408,11 +408,14 @@ def test_a_port_adopted_into_another_slice_stays_held_while_its_shard_is_carried
     assert cluster.entry(1)[poolwindow.OUTSIDE] == str(port)
     alone = 0
     for _ in range(20):
-        cluster.reconcile()
+        result = cluster.reconcile()
         alone += 5 in recounted(cluster) and 1 not in recounted(cluster)
         assert held_elsewhere(cluster.gateways()[5]) == {port}
         assert cluster.entry(5)["free"] == 0
         assert 5 not in accepting(cluster)
+        # Reported every reconcile, as a full read does, not only when shard 1 is read.
+        assert cluster.status["claimsOutsideSlice"] == [f"tcp-postgresql-{port}"]
+        assert [r.reason for r in result.results] == ["ClaimOutsideSlice"]
     assert alone  # shard 5 was recounted without shard 1: only the record held the port
 
 
