@@ -419,6 +419,25 @@ def test_a_port_adopted_into_another_slice_stays_held_while_its_shard_is_carried
     assert alone  # shard 5 was recounted without shard 1: only the record held the port
 
 
+def test_a_new_shard_whose_own_port_an_adopted_claim_holds_is_refused_in_a_window():
+    """Shard 11's Gateway would listen on a port an adopted tenant of shard 1 holds: a full
+    read refuses the shard (SliceConflict), and so does every window, with shard 1 read
+    or not."""
+    cluster = Cluster(spec())
+    for index in range(1, 11):
+        for _ in range(SLOTS if index < 10 else 8):  # one slot free: below the headroom
+            cluster.add_tenant(index)
+    cluster.delete_tenant(cluster.slice(1)[0])
+    cluster.adopt(cluster.spec.slice(11)[1], 1)
+    without_shard_1 = 0
+    for _ in range(12):
+        result = cluster.reconcile()
+        without_shard_1 += 1 not in recounted(cluster)
+        assert set(cluster.gateways()) == set(range(1, 11))
+        assert [c.reason for c in result.conditions] == ["SliceConflict"]
+    assert cluster.status["view"]["mode"] == "Window" and without_shard_1
+
+
 @pytest.mark.parametrize("loss", ["status-lost", "written-before-the-record"])
 def test_without_a_record_a_recounted_shard_keeps_the_ports_it_marked_held(loss):
     cluster = filled(10, last=4, adopted=((1, 5),))
