@@ -119,6 +119,7 @@ class Usage:
     listeners: dict[int, set[int]] = field(default_factory=dict)  # ports listened on
     orphans: list[str] = field(default_factory=list)  # claims naming no usable shard
     strays: list[str] = field(default_factory=list)  # claims outside their shard's slice
+    outside: dict[int, set[int]] = field(default_factory=dict)  # ... their ports, by shard
     holders: set[str] = field(default_factory=set)  # who holds a claim it may use
     waiting: int = 0  # live waiters: tenants in line that hold no claim
     # Freed ports that rest, by shard: port -> epoch second its rest ends (None: not timed yet)
@@ -394,8 +395,7 @@ def run(spec: GatewayPool, request: StepRequest) -> StepResult:
         if window.mode == poolwindow.WINDOW:
             if carried is None:
                 entry["placed"] = placed.get(index, 0)
-                outside = (p for p in usage.ports.get(index, ()) if p not in ports)
-                entry[poolwindow.OUTSIDE] = format_ports(outside)
+                entry[poolwindow.OUTSIDE] = format_ports(usage.outside.get(index, ()))
             else:
                 if carried.placed is not None:
                     entry["placed"] = carried.placed
@@ -775,6 +775,7 @@ def _usage(spec: GatewayPool, objects: list, slices: "Slices", result: StepResul
         usage.seen.setdefault(claim.shard, []).append(drift.SeenClaim.of(claim, obj))
         if claim.port not in slices[claim.shard]:
             usage.strays.append(claim.name)
+            usage.outside.setdefault(claim.shard, set()).add(claim.port)
     for name in usage.orphans:
         result.results.append(
             Result(WARNING, f"claim {name} names no shard of pool {spec.pool}", "OrphanedClaim")

@@ -75,13 +75,8 @@ class Cluster:
         free = [p for p in self.slice(index) if p not in self.taken()]
         if not free:
             return None
-        self.serial += 1
-        port = free[0]
-        self.objects.append(claim(port, index, holder=f"uid-{self.serial}"))
-        self.objects.append(
-            tenant_listener_set(port, index, namespace=f"t{self.serial}", accepted=True)
-        )
-        return port
+        self.place(free[0], index)
+        return free[0]
 
     def add_where_accepting(self) -> int | None:
         """A tenant as the tenant step places one: the lowest shard labelled accepting."""
@@ -93,9 +88,9 @@ class Cluster:
                     return port
         return None
 
-    def adopt(self, port: int, index: int) -> None:
-        """A tenant adopted on shard `index` with the port it already had, which may lie
-        in another shard's slice: it claims that port there and listens on it."""
+    def place(self, port: int, index: int) -> None:
+        """A tenant of shard `index` claims `port` and listens on it. An adopted tenant's
+        port (the one it already had) may lie in another shard's slice."""
         assert port not in self.taken()
         self.serial += 1
         self.objects.append(claim(port, index, holder=f"uid-{self.serial}"))
@@ -197,7 +192,7 @@ def filled(
         port = cluster.slice(elsewhere)[0]
         cluster.delete_tenant(port)
         cluster.delete_tenant(cluster.slice(holder)[0])
-        cluster.adopt(port, holder)
+        cluster.place(port, holder)  # adopted
     for _ in range(shards + 3):
         cluster.reconcile()
     return cluster
@@ -428,7 +423,7 @@ def test_a_new_shard_whose_own_port_an_adopted_claim_holds_is_refused_in_a_windo
         for _ in range(SLOTS if index < 10 else 8):  # one slot free: below the headroom
             cluster.add_tenant(index)
     cluster.delete_tenant(cluster.slice(1)[0])
-    cluster.adopt(cluster.spec.slice(11)[1], 1)
+    cluster.place(cluster.spec.slice(11)[1], 1)  # adopted: shard 11's own port
     without_shard_1 = 0
     for _ in range(12):
         result = cluster.reconcile()
