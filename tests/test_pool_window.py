@@ -433,6 +433,23 @@ def test_a_new_shard_whose_own_port_an_adopted_claim_holds_is_refused_in_a_windo
     assert cluster.status["view"]["mode"] == "Window" and without_shard_1
 
 
+@pytest.mark.parametrize(
+    "change", [{"capacity": 8}, {"ports": "20000-20999"}, {"maxShards": 4}], ids=str
+)
+def test_an_adopted_port_stays_held_after_the_operator_changes_the_pool(change):
+    """Slices are recorded per shard: a lowered capacity, new ports or a lower maxShards
+    shape new shards only, so the port adopted into shard 5's slice stays held there."""
+    cluster = filled(10, last=4, adopted=((1, 5),))
+    port = cluster.slice(5)[0]
+    cluster.spec = spec(**change)
+    for _ in range(12):
+        cluster.reconcile()
+        assert held_elsewhere(cluster.gateways()[5]) == {port}
+        assert 5 not in accepting(cluster)
+        assert cluster.entry(1)[poolwindow.OUTSIDE] == str(port)
+    assert cluster.status["view"]["mode"] == "Window"
+
+
 @pytest.mark.parametrize("loss", ["status-lost", "written-before-the-record"])
 def test_without_a_record_a_recounted_shard_keeps_the_ports_it_marked_held(loss):
     cluster = filled(10, last=4, adopted=((1, 5),))
